@@ -1,0 +1,194 @@
+//! `AppActor`: one per app. It owns the app's rate limit and query slots, answers cache hits
+//! at once and hands misses to a task, so its mailbox never waits on ClickHouse.
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use tokio::sync::{oneshot, Semaphore};
+
+use super::registry::ActorMap;
+use crate::api::error::ApiError;
+use crate::api::params::LogQuery;
+use crate::cache::{CacheKey, Served};
+use crate::state::SharedCore;
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
+
+/// One request for the app's logs; the answer goes back through `reply`.
+pub struct Fetch {
+    pub query: LogQuery,
+    pub request_id: String,
+    pub reply: oneshot::Sender<Reply>,
+}
+
+impl Message for Fetch {
+    type Result = ();
+}
+
+/// The app's quota as the `X-RateLimit-*` headers show it.
+#[derive(Debug, Clone, Copy)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_seconds: u64,
+}
+
+pub struct Reply {
+    pub rate: RateInfo,
+    pub outcome: Result<Served, ApiError>,
+}
+
+pub struct AppActor {
+    app_id: Arc<str>,
+    generation: u64,
+    core: SharedCore,
+    actors: ActorMap,
+    limiter: Limiter,
+    quota: Quota,
+    requests_per_second: u32,
+    slots: Arc<Semaphore>,
+    slot_count: usize,
+    idle_timeout: Duration,
+    last_seen: Instant,
+}
+
+impl AppActor {
+    pub(super) fn new(
+        app_id: Arc<str>,
+        generation: u64,
+        core: SharedCore,
+        actors: ActorMap,
+    ) -> Self {
+        let settings = &core.settings;
+        let (rps, burst) = settings.rate_limit.for_app(&app_id);
+        // `Settings::check` refused zeros; 1 is only a floor for hand-built settings.
+        let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
+        let slot_count = settings.clickhouse.max_concurrent_queries_per_app;
+        Self {
+            generation,
+            actors,
+            limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
+            quota,
+            requests_per_second: rps,
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            idle_timeout: Duration::from_secs(settings.actors.idle_timeout_seconds),
+            last_seen: Instant::now(),
+            app_id,
+            core,
+        }
+    }
+
+    /// Counts the request against the app's quota.
+    fn admit(&self) -> Result<RateInfo, (RateInfo, ApiError)> {
+        let burst = self.quota.burst_size().get();
+        match self.limiter.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let refill = self.quota.replenish_interval() * (burst - remaining);
+                Ok(RateInfo {
+                    limit: burst,
+                    remaining,
+                    reset_seconds: ceil_seconds(refill),
+                })
+            }
+            Err(not_until) => {
+                self.core.metrics.rate_limited.inc();
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let rate = RateInfo {
+                    limit: burst,
+                    remaining: 0,
+                    reset_seconds: ceil_seconds(self.quota.burst_size_replenished_in()),
+                };
+                let error = ApiError::RateLimited {
+                    limit: self.requests_per_second,
+                    burst,
+                    retry_after: ceil_seconds(wait).max(1),
+                };
+                Err((rate, error))
+            }
+        }
+    }
+}
+
+fn ceil_seconds(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+impl Actor for AppActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.core.metrics.app_actors.inc();
+        let every =
+            (self.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        ctx.run_interval(every, |actor, ctx| {
+            let busy = actor.slots.available_permits() < actor.slot_count;
+            if !busy && actor.last_seen.elapsed() >= actor.idle_timeout {
+                ctx.stop();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.core.metrics.app_actors.dec();
+        let generation = self.generation;
+        self.actors
+            .remove_if(&self.app_id, |_, entry| entry.generation == generation);
+    }
+}
+
+impl Handler<Fetch> for AppActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
+        self.last_seen = Instant::now();
+        let rate = match self.admit() {
+            Ok(rate) => rate,
+            Err((rate, error)) => {
+                let _ = msg.reply.send(Reply {
+                    rate,
+                    outcome: Err(error),
+                });
+                return;
+            }
+        };
+        let key = CacheKey::from(&msg.query);
+        let log_type = msg.query.log_type.as_str();
+        if let Some(served) = self.core.cache.hit(&key, msg.query.limit) {
+            self.core.count_cache(log_type, served.result);
+            let _ = msg.reply.send(Reply {
+                rate,
+                outcome: Ok(served),
+            });
+            return;
+        }
+        // A miss: the query runs as its own task; this mailbox moves on at once.
+        let core = self.core.clone();
+        let slots = self.slots.clone();
+        actix::spawn(async move {
+            let Fetch {
+                query,
+                request_id,
+                reply,
+            } = msg;
+            let outcome = core
+                .cache
+                .get_or_fetch(key, query.limit, || {
+                    core.fetch_page(&slots, &query, &request_id)
+                })
+                .await;
+            if let Ok(served) = &outcome {
+                core.count_cache(log_type, served.result);
+            }
+            let _ = reply.send(Reply { rate, outcome });
+        });
+    }
+}

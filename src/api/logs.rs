@@ -1,0 +1,130 @@
+//! `GET /v1/apps/{app_id}/logs`: check, then hand the request to the app's actor.
+
+use actix_web::http::header::{self, HeaderValue, IfNoneMatch};
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError as _};
+use tokio::sync::oneshot;
+
+use super::error::ApiError;
+use super::params::{is_valid_app_id, LogQuery};
+use super::AppState;
+use crate::actors::{Fetch, RateInfo, Reply};
+use crate::cache::Served;
+
+pub const X_REQUEST_ID: &str = "x-request-id";
+
+/// Checks in the contract's order (app_id, auth, 422, 400), then the actor decides the rest.
+pub async fn get_logs(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let app_id = req.match_info().query("app_id");
+    if !is_valid_app_id(app_id) {
+        return Err(ApiError::AppNotFound {
+            app_id: app_id.to_owned(),
+        });
+    }
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    state.auth.authorize(authorization, app_id)?;
+    let query = LogQuery::parse(
+        app_id.into(),
+        req.query_string(),
+        &state.core.settings.logs.levels,
+    )?;
+
+    let request_id = request_id(&req);
+    let (reply, answer) = oneshot::channel();
+    state.registry.send(Fetch {
+        query,
+        request_id: request_id.clone(),
+        reply,
+    })?;
+    let Reply { rate, outcome } = answer
+        .await
+        .map_err(|_| ApiError::Internal("the app actor dropped a request".into()))?;
+
+    let mut response = match outcome {
+        Ok(served) => respond(&req, served),
+        Err(error) => error.error_response(),
+    };
+    let headers = response.headers_mut();
+    set_rate_headers(headers, rate);
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(header::HeaderName::from_static(X_REQUEST_ID), value);
+    }
+    Ok(response)
+}
+
+/// 200 with the page, or 304 when the client's `If-None-Match` names its ETag.
+fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
+    let etag = header::EntityTag::new_strong(served.view.etag.trim_matches('"').to_owned());
+    let not_modified = match req.get_header::<IfNoneMatch>() {
+        Some(IfNoneMatch::Any) => true,
+        Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&etag)),
+        None => false,
+    };
+    let mut builder = HttpResponse::build(if not_modified {
+        StatusCode::NOT_MODIFIED
+    } else {
+        StatusCode::OK
+    });
+    builder
+        .insert_header((header::ETAG, served.view.etag.as_str()))
+        .insert_header((
+            header::CACHE_CONTROL,
+            format!("private, max-age={}", served.max_age),
+        ))
+        .insert_header(("x-cache", served.result.header()));
+    if not_modified {
+        builder.finish()
+    } else {
+        builder
+            .content_type("application/json")
+            .body(served.view.body)
+    }
+}
+
+fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
+    for (name, value) in [
+        ("x-ratelimit-limit", u64::from(rate.limit)),
+        ("x-ratelimit-remaining", u64::from(rate.remaining)),
+        ("x-ratelimit-reset", rate.reset_seconds),
+    ] {
+        headers.insert(
+            header::HeaderName::from_static(name),
+            HeaderValue::from(value),
+        );
+    }
+}
+
+/// The client's `X-Request-Id` when it is short and plain, else a new one.
+fn request_id(req: &HttpRequest) -> String {
+    req.headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Any method but GET and HEAD on the logs path.
+pub async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed {
+        method: req.method().to_string(),
+    })
+}
+
+/// Paths this service does not have.
+pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::RouteNotFound {
+        path: req.path().to_owned(),
+    })
+}

@@ -1,0 +1,165 @@
+//! API key -> tenant: SHA-256 of the Bearer key compared in constant time, scopes, app access.
+
+use std::collections::HashSet;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::api::error::ApiError;
+use crate::config::AuthSettings;
+
+/// The scope a key needs to read logs.
+pub const LOGS_READ: &str = "logs:read";
+
+pub struct Auth {
+    enabled: bool,
+    /// Every stored key digest with the index of its tenant.
+    keys: Vec<([u8; 32], usize)>,
+    tenants: Vec<Tenant>,
+}
+
+struct Tenant {
+    all_apps: bool,
+    apps: HashSet<String>,
+    scopes: HashSet<String>,
+}
+
+/// SHA-256 of an API key in lower-case hex, as `auth.tenants.api_key_sha256` stores it.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+impl Auth {
+    /// Builds the key table; `settings` must have passed `Settings::check` (64 hex digits).
+    pub fn new(settings: &AuthSettings) -> Self {
+        let mut keys = Vec::new();
+        let tenants = settings
+            .tenants
+            .iter()
+            .enumerate()
+            .map(|(index, t)| {
+                for hash in &t.api_key_sha256 {
+                    let mut digest = [0u8; 32];
+                    if hex::decode_to_slice(hash, &mut digest).is_ok() {
+                        keys.push((digest, index));
+                    }
+                }
+                Tenant {
+                    all_apps: t.apps.iter().any(|a| a == "*"),
+                    apps: t.apps.iter().cloned().collect(),
+                    scopes: t.scopes.iter().cloned().collect(),
+                }
+            })
+            .collect();
+        Self {
+            enabled: settings.enabled,
+            keys,
+            tenants,
+        }
+    }
+
+    /// Checks `Authorization` for `app_id`: 401 without a known key, 403 without the scope,
+    /// 404 (the same as a missing app) for an app of another tenant.
+    pub fn authorize(&self, authorization: Option<&[u8]>, app_id: &str) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let key = authorization
+            .and_then(bearer_token)
+            .ok_or(ApiError::MissingApiKey)?;
+        let digest: [u8; 32] = Sha256::digest(key).into();
+        // Compare against every stored digest, whatever matched, so timing shows nothing.
+        let mut found = None;
+        for (stored, tenant) in &self.keys {
+            if bool::from(stored.ct_eq(&digest)) {
+                found = Some(*tenant);
+            }
+        }
+        let tenant = &self.tenants[found.ok_or(ApiError::InvalidApiKey)?];
+        if !tenant.scopes.contains(LOGS_READ) {
+            return Err(ApiError::InsufficientScope {
+                required: LOGS_READ,
+            });
+        }
+        if tenant.all_apps || tenant.apps.contains(app_id) {
+            Ok(())
+        } else {
+            Err(ApiError::AppNotFound {
+                app_id: app_id.to_owned(),
+            })
+        }
+    }
+}
+
+/// The token of `Bearer <token>` (scheme case-insensitive); `None` for anything else.
+fn bearer_token(header: &[u8]) -> Option<&[u8]> {
+    let (scheme, token) = header.split_at_checked(7)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+        return None;
+    }
+    let token = token.trim_ascii();
+    (!token.is_empty()).then_some(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TenantSettings;
+
+    fn auth() -> Auth {
+        Auth::new(&AuthSettings {
+            enabled: true,
+            tenants: vec![
+                TenantSettings {
+                    name: "a".into(),
+                    api_key_sha256: vec![hash_key("key-a")],
+                    apps: vec!["app-a".into()],
+                    scopes: vec![LOGS_READ.into()],
+                },
+                TenantSettings {
+                    name: "b".into(),
+                    api_key_sha256: vec![hash_key("key-b")],
+                    apps: vec!["*".into()],
+                    scopes: vec![],
+                },
+            ],
+        })
+    }
+
+    #[test]
+    fn hash_key_is_the_sha256_hex_of_the_key() {
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+
+    #[test]
+    fn keys_map_to_tenants_scopes_and_apps() {
+        let auth = auth();
+        let check = |h: Option<&str>, app| auth.authorize(h.map(str::as_bytes), app);
+        assert!(check(Some("Bearer key-a"), "app-a").is_ok());
+        assert!(check(Some("bearer  key-a "), "app-a").is_ok());
+        assert!(matches!(check(None, "app-a"), Err(ApiError::MissingApiKey)));
+        assert!(matches!(
+            check(Some("Basic x"), "app-a"),
+            Err(ApiError::MissingApiKey)
+        ));
+        assert!(matches!(
+            check(Some("Bearer "), "app-a"),
+            Err(ApiError::MissingApiKey)
+        ));
+        assert!(matches!(
+            check(Some("Bearer nope"), "app-a"),
+            Err(ApiError::InvalidApiKey)
+        ));
+        assert!(matches!(
+            check(Some("Bearer key-a"), "app-b"),
+            Err(ApiError::AppNotFound { .. })
+        ));
+        assert!(matches!(
+            check(Some("Bearer key-b"), "app-a"),
+            Err(ApiError::InsufficientScope { .. })
+        ));
+    }
+}

@@ -1,0 +1,102 @@
+//! The command line: `serve`, `migrate`, `seed`, `hash-key`.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::clickhouse::ChClient;
+use crate::config::{Settings, DEFAULT_CONFIG};
+use crate::seed::{seed, SeedPlan};
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "logproxy",
+    version,
+    about = "Cached, rate-limited app logs from ClickHouse"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service.
+    Serve {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Create the database and both log tables; safe to run again.
+    Migrate {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Insert deterministic demo logs for apps demo-app-1..N.
+    Seed {
+        #[arg(long, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        #[arg(long)]
+        apps: u32,
+        #[arg(long)]
+        rows_per_app: u32,
+        #[arg(long, default_value_t = 24)]
+        hours: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Print the SHA-256 hex of an API key, as auth.tenants.api_key_sha256 stores it.
+    HashKey { key: String },
+}
+
+impl Cli {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Serve { config } => {
+                let settings = Settings::load(&config)?;
+                let bind = settings.server.bind.clone();
+                let app = Application::build(settings)
+                    .with_context(|| format!("cannot listen on {bind}"))?;
+                tracing::info!(port = app.port(), "logproxy listening on {bind}");
+                app.run_until_stopped().await?;
+            }
+            Command::Migrate { config } => {
+                let settings = Settings::load(&config)?;
+                ChClient::new(&settings.clickhouse)
+                    .migrate()
+                    .await
+                    .with_context(|| format!("migrating {}", settings.clickhouse.url))?;
+                println!(
+                    "tables {} and {} ready in database {}",
+                    settings.clickhouse.runtime_table,
+                    settings.clickhouse.requests_table,
+                    settings.clickhouse.database
+                );
+            }
+            Command::Seed {
+                config,
+                apps,
+                rows_per_app,
+                hours,
+                seed: seed_value,
+            } => {
+                anyhow::ensure!(hours >= 1, "--hours must be at least 1");
+                let settings = Settings::load(&config)?;
+                let plan = SeedPlan {
+                    apps,
+                    rows_per_app,
+                    hours,
+                    seed: seed_value,
+                };
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let rows = seed(&ChClient::new(&settings.clickhouse), &plan, now_ms)
+                    .await
+                    .with_context(|| format!("seeding {}", settings.clickhouse.url))?;
+                println!("inserted {rows} rows for demo-app-1..demo-app-{apps}");
+            }
+            Command::HashKey { key } => println!("{}", crate::auth::hash_key(&key)),
+        }
+        Ok(())
+    }
+}

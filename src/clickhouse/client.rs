@@ -1,0 +1,169 @@
+//! `ChClient`: the official `clickhouse` crate configured from settings, with every call
+//! bounded in time and its failures classified.
+
+use std::future::Future;
+use std::time::Duration;
+
+use clickhouse::query::Query;
+use clickhouse::sql::Identifier;
+use clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
+
+use super::query::*;
+use super::{QueryError, RequestRow, RuntimeRow};
+use crate::api::params::{LogQuery, LogType};
+use crate::config::ClickHouseSettings;
+
+const DDL_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct ChClient {
+    client: Client,
+    runtime_table: String,
+    requests_table: String,
+    database: String,
+    query_timeout: Duration,
+}
+
+/// What a log query returns: rows of the table its `LogType` names.
+pub enum LogRows {
+    Runtime(Vec<RuntimeRow>),
+    Requests(Vec<RequestRow>),
+}
+
+impl ChClient {
+    pub fn new(settings: &ClickHouseSettings) -> Self {
+        let query_timeout = Duration::from_millis(settings.query_timeout_ms);
+        // The server stops the query too, in whole seconds (what 18.16 accepts).
+        let server_seconds = settings.query_timeout_ms.div_ceil(1000).max(1);
+        let client = Client::default()
+            .with_url(&settings.url)
+            .with_database(&settings.database)
+            .with_user(&settings.user)
+            .with_password(&settings.password)
+            .with_validation(settings.validation)
+            .with_compression(if settings.compression {
+                Compression::Lz4
+            } else {
+                Compression::None
+            })
+            .with_setting("max_execution_time", server_seconds.to_string());
+        Self {
+            client,
+            runtime_table: settings.runtime_table.clone(),
+            requests_table: settings.requests_table.clone(),
+            database: settings.database.clone(),
+            query_timeout,
+        }
+    }
+
+    /// The underlying client, for tests and tools that need a query of their own.
+    pub fn raw(&self) -> &Client {
+        &self.client
+    }
+
+    /// The newest rows of one app, newest first. `query_id` names the query on the server.
+    pub async fn logs(
+        &self,
+        q: &LogQuery,
+        since_ms: i64,
+        query_id: &str,
+    ) -> Result<LogRows, QueryError> {
+        match q.log_type {
+            LogType::Runtime => {
+                let query = match q.level.as_deref() {
+                    None => self
+                        .client
+                        .query(RUNTIME_LOGS)
+                        .bind(Identifier(&self.runtime_table))
+                        .bind(&*q.app_id)
+                        .bind(since_ms),
+                    Some(level) => self
+                        .client
+                        .query(RUNTIME_LOGS_BY_LEVEL)
+                        .bind(Identifier(&self.runtime_table))
+                        .bind(&*q.app_id)
+                        .bind(since_ms)
+                        .bind(level_spellings(level)),
+                };
+                let rows = self.fetch_all(query.bind(q.limit), query_id).await?;
+                Ok(LogRows::Runtime(rows))
+            }
+            LogType::Requests => {
+                let query = self
+                    .client
+                    .query(REQUEST_LOGS)
+                    .bind(Identifier(&self.requests_table))
+                    .bind(&*q.app_id)
+                    .bind(since_ms)
+                    .bind(q.limit);
+                Ok(LogRows::Requests(self.fetch_all(query, query_id).await?))
+            }
+        }
+    }
+
+    async fn fetch_all<T: RowOwned + RowRead>(
+        &self,
+        query: Query,
+        query_id: &str,
+    ) -> Result<Vec<T>, QueryError> {
+        let query = query.with_setting("query_id", query_id);
+        bounded(self.query_timeout, query.fetch_all::<T>()).await
+    }
+
+    /// `SELECT 1` within `timeout`: what `/readyz` asks.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), QueryError> {
+        bounded(timeout, self.client.query("SELECT 1").fetch_one::<u8>()).await?;
+        Ok(())
+    }
+
+    /// Creates the database and both tables; safe to run again.
+    pub async fn migrate(&self) -> Result<(), QueryError> {
+        let system = self.client.clone().with_database("system");
+        let create_db = system
+            .query(CREATE_DATABASE)
+            .bind(Identifier(&self.database));
+        bounded(DDL_TIMEOUT, create_db.execute()).await?;
+        for (ddl, table) in [
+            (CREATE_RUNTIME_TABLE, &self.runtime_table),
+            (CREATE_REQUESTS_TABLE, &self.requests_table),
+        ] {
+            let query = self.client.query(ddl).bind(Identifier(table));
+            bounded(DDL_TIMEOUT, query.execute()).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn insert_runtime(&self, rows: &[RuntimeRow]) -> Result<(), QueryError> {
+        self.insert(&self.runtime_table, rows).await
+    }
+
+    pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), QueryError> {
+        self.insert(&self.requests_table, rows).await
+    }
+
+    async fn insert<T: RowOwned + RowWrite>(
+        &self,
+        table: &str,
+        rows: &[T],
+    ) -> Result<(), QueryError> {
+        let work = async {
+            let mut insert = self.client.insert::<T>(table).await?;
+            for row in rows {
+                insert.write(row).await?;
+            }
+            insert.end().await
+        };
+        bounded(DDL_TIMEOUT, work).await
+    }
+}
+
+/// Runs a ClickHouse call within `timeout`, classifying what goes wrong.
+async fn bounded<T>(
+    timeout: Duration,
+    call: impl Future<Output = clickhouse::error::Result<T>>,
+) -> Result<T, QueryError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(|e| QueryError::classify(e, timeout)),
+        Err(_) => Err(QueryError::Timeout(timeout)),
+    }
+}

@@ -1,0 +1,52 @@
+//! Fixed SQL templates. Values arrive only through `bind` (escaped by the `clickhouse` crate),
+//! table names only as validated identifiers from configuration.
+
+/// Newest runtime rows of one app since a moment, optionally of some levels.
+pub(crate) const RUNTIME_LOGS: &str = "SELECT ?fields FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? \
+     ORDER BY timestamp_ms DESC LIMIT ?";
+
+/// As `RUNTIME_LOGS`, keeping only rows whose lower-cased level is in a bound array.
+pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT ?fields FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? AND has(?, lower(level)) \
+     ORDER BY timestamp_ms DESC LIMIT ?";
+
+/// Newest request rows of one app since a moment.
+pub(crate) const REQUEST_LOGS: &str = "SELECT ?fields FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? \
+     ORDER BY timestamp_ms DESC LIMIT ?";
+
+pub(crate) const CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS ?";
+
+/// CONTRACT.md §3, portable from ClickHouse 18.16 to current releases.
+pub(crate) const CREATE_RUNTIME_TABLE: &str = "CREATE TABLE IF NOT EXISTS ? (
+    app_id       String,
+    timestamp_ms Int64,
+    level        String,
+    message      String,
+    route_path   String,
+    request_id   String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(timestamp_ms, 1000)))
+ORDER BY (app_id, timestamp_ms)";
+
+pub(crate) const CREATE_REQUESTS_TABLE: &str = "CREATE TABLE IF NOT EXISTS ? (
+    app_id       String,
+    timestamp_ms Int64,
+    method       String,
+    path         String,
+    status_code  UInt16,
+    duration_ms  Float64,
+    user_agent   String,
+    ip           String
+) ENGINE = MergeTree
+PARTITION BY toYYYYMMDD(toDateTime(intDiv(timestamp_ms, 1000)))
+ORDER BY (app_id, timestamp_ms)";
+
+/// The stored spellings a normalized level matches (`warn` also finds `warning`).
+pub(crate) fn level_spellings(level: &str) -> Vec<&str> {
+    match level {
+        "warn" => vec!["warn", "warning"],
+        other => vec![other],
+    }
+}

@@ -1,0 +1,28 @@
+//! Row types of the two log tables, as ClickHouse sends and receives them (RowBinary).
+
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+
+/// One row of the runtime table (`canvas_app_logs`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct RuntimeRow {
+    pub app_id: String,
+    pub timestamp_ms: i64,
+    pub level: String,
+    pub message: String,
+    pub route_path: String,
+    pub request_id: String,
+}
+
+/// One row of the request table (`canvas_request_logs`).
+#[derive(Debug, Clone, PartialEq, Row, Serialize, Deserialize)]
+pub struct RequestRow {
+    pub app_id: String,
+    pub timestamp_ms: i64,
+    pub method: String,
+    pub path: String,
+    pub status_code: u16,
+    pub duration_ms: f64,
+    pub user_agent: String,
+    pub ip: String,
+}

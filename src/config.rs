@@ -1,0 +1,342 @@
+//! Typed settings: a TOML file, then `LOGPROXY__SECTION__KEY` environment overrides.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+/// The default configuration file, relative to the working directory.
+pub const DEFAULT_CONFIG: &str = "config/default.toml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub clickhouse: ClickHouseSettings,
+    #[serde(default)]
+    pub cache: CacheSettings,
+    #[serde(default)]
+    pub rate_limit: RateLimitSettings,
+    #[serde(default)]
+    pub auth: AuthSettings,
+    #[serde(default)]
+    pub logs: LogsSettings,
+    #[serde(default)]
+    pub actors: ActorSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port.
+    pub bind: String,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            workers: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseSettings {
+    pub url: String,
+    pub database: String,
+    pub user: String,
+    pub password: String,
+    pub query_timeout_ms: u64,
+    pub max_concurrent_queries: usize,
+    pub max_concurrent_queries_per_app: usize,
+    pub queue_timeout_ms: u64,
+    pub runtime_table: String,
+    pub requests_table: String,
+    /// Row type validation of the `clickhouse` crate (`RowBinaryWithNamesAndTypes`).
+    /// ClickHouse 18.16 does not know that format: keep it off there.
+    pub validation: bool,
+    /// LZ4-compressed responses; off saves CPU on a loopback link.
+    pub compression: bool,
+}
+
+impl Default for ClickHouseSettings {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:18123".into(),
+            database: "default".into(),
+            user: "default".into(),
+            password: String::new(),
+            query_timeout_ms: 5000,
+            max_concurrent_queries: 32,
+            max_concurrent_queries_per_app: 4,
+            queue_timeout_ms: 1000,
+            runtime_table: "canvas_app_logs".into(),
+            requests_table: "canvas_request_logs".into(),
+            validation: false,
+            compression: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Seconds an entry is fresh; 0 turns the cache off (every request queries).
+    pub ttl_seconds: u64,
+    pub max_bytes: u64,
+    pub stale_if_error_seconds: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            ttl_seconds: 10,
+            max_bytes: 256 * 1024 * 1024,
+            stale_if_error_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 20,
+            burst: 40,
+            overrides: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    pub app_id: String,
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+impl RateLimitSettings {
+    /// `(requests_per_second, burst)` for one app, overrides first.
+    pub fn for_app(&self, app_id: &str) -> (u32, u32) {
+        self.overrides
+            .iter()
+            .find(|o| o.app_id == app_id)
+            .map(|o| (o.requests_per_second, o.burst))
+            .unwrap_or((self.requests_per_second, self.burst))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    pub enabled: bool,
+    pub tenants: Vec<TenantSettings>,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            tenants: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub name: String,
+    pub api_key_sha256: Vec<String>,
+    pub apps: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogsSettings {
+    /// The accepted values of `level` (lower case); `warning` is always read as `warn`.
+    pub levels: Vec<String>,
+}
+
+impl Default for LogsSettings {
+    fn default() -> Self {
+        Self {
+            levels: ["log", "debug", "info", "warn", "error"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorSettings {
+    /// Arbiter threads that host the per-app actors; 0 means one per core.
+    pub arbiters: usize,
+    /// Messages an app's mailbox holds before requests get 503 `overloaded`.
+    pub mailbox_capacity: usize,
+    /// An app's actor stops after this many idle seconds.
+    pub idle_timeout_seconds: u64,
+}
+
+impl Default for ActorSettings {
+    fn default() -> Self {
+        Self {
+            arbiters: 0,
+            mailbox_capacity: 1024,
+            idle_timeout_seconds: 300,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration file {path} not found")]
+    Missing { path: String },
+    #[error("configuration {path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("configuration {path}: {message}")]
+    Rejected { path: String, message: String },
+}
+
+impl Settings {
+    /// Reads `path` (which must exist), then the `LOGPROXY__SECTION__KEY` variables.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(ConfigError::Missing { path: shown });
+        }
+        let invalid = |source| ConfigError::Invalid {
+            path: shown.clone(),
+            source,
+        };
+        let settings: Settings = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("LOGPROXY")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(invalid)?
+            .try_deserialize()
+            .map_err(invalid)?;
+        settings.check().map_err(|message| ConfigError::Rejected {
+            path: shown.clone(),
+            message,
+        })?;
+        Ok(settings)
+    }
+
+    /// Rules serde cannot express: identifiers, non-zero budgets, key format.
+    pub fn check(&self) -> Result<(), String> {
+        let ch = &self.clickhouse;
+        for (key, name) in [
+            ("clickhouse.runtime_table", &ch.runtime_table),
+            ("clickhouse.requests_table", &ch.requests_table),
+            ("clickhouse.database", &ch.database),
+        ] {
+            if !is_identifier(name) {
+                return Err(format!(
+                    "{key} = {name:?} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)"
+                ));
+            }
+        }
+        for (key, value) in [
+            ("clickhouse.query_timeout_ms", ch.query_timeout_ms as usize),
+            (
+                "clickhouse.max_concurrent_queries",
+                ch.max_concurrent_queries,
+            ),
+            (
+                "clickhouse.max_concurrent_queries_per_app",
+                ch.max_concurrent_queries_per_app,
+            ),
+            ("actors.mailbox_capacity", self.actors.mailbox_capacity),
+        ] {
+            if value == 0 {
+                return Err(format!("{key} must be greater than 0"));
+            }
+        }
+        let rl = &self.rate_limit;
+        let quotas = std::iter::once(("rate_limit", rl.requests_per_second, rl.burst)).chain(
+            rl.overrides
+                .iter()
+                .map(|o| ("rate_limit.overrides", o.requests_per_second, o.burst)),
+        );
+        for (key, rps, burst) in quotas {
+            if rps == 0 || burst == 0 {
+                return Err(format!(
+                    "{key}: requests_per_second and burst must be greater than 0"
+                ));
+            }
+        }
+        for tenant in &self.auth.tenants {
+            for hash in &tenant.api_key_sha256 {
+                if hash.len() != 64 || hex::decode(hash).is_err() {
+                    return Err(format!(
+                        "auth.tenants[{}].api_key_sha256: {hash:?} is not 64 hex digits",
+                        tenant.name
+                    ));
+                }
+            }
+        }
+        if self.logs.levels.is_empty() {
+            return Err("logs.levels must name at least one level".into());
+        }
+        Ok(())
+    }
+}
+
+/// A ClickHouse identifier safe to use unquoted and quoted alike.
+pub fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && name.len() <= 128
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_accept_plain_names_and_reject_anything_else() {
+        assert!(is_identifier("canvas_app_logs"));
+        assert!(is_identifier("_t1"));
+        for bad in ["", "1abc", "a-b", "a;DROP TABLE x", "a b", "`a`", "a.b"] {
+            assert!(!is_identifier(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn rate_limit_overrides_win_over_the_default() {
+        let mut rl = RateLimitSettings::default();
+        rl.overrides.push(RateLimitOverride {
+            app_id: "a".into(),
+            requests_per_second: 1,
+            burst: 2,
+        });
+        assert_eq!(rl.for_app("a"), (1, 2));
+        assert_eq!(rl.for_app("b"), (20, 40));
+    }
+}

@@ -1,0 +1,19 @@
+//! The `logproxy` binary: parse the command line, start telemetry, run.
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use logproxy::cli::Cli;
+
+#[actix_web::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logproxy::telemetry::init();
+    match cli.run().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("logproxy: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

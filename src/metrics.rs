@@ -1,0 +1,109 @@
+//! One owned Prometheus registry and the handles the service records into.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets in seconds, from 100 µs (a cache hit) to 10 s (a slow query).
+const BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub cache_requests: IntCounterVec,
+    pub cache_entries: IntGauge,
+    pub cache_bytes: IntGauge,
+    pub query_duration: HistogramVec,
+    pub clickhouse_errors: IntCounterVec,
+    pub rate_limited: IntCounter,
+    pub app_actors: IntGauge,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let histogram = |name: &str, help: &str, labels: &[&str]| {
+            let opts = HistogramOpts::new(name, help).buckets(BUCKETS.to_vec());
+            let h = HistogramVec::new(opts, labels).expect("valid metric");
+            registry
+                .register(Box::new(h.clone()))
+                .expect("unique metric");
+            h
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let rate_limited = IntCounter::new(
+            "logproxy_rate_limited_total",
+            "Requests refused with 429 by their app's rate limit.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rate_limited.clone()))
+            .expect("unique metric");
+        Self {
+            http_requests: counter(
+                "logproxy_http_requests_total",
+                "HTTP requests by route pattern and status.",
+                &["route", "status"],
+            ),
+            http_duration: histogram(
+                "logproxy_http_request_duration_seconds",
+                "Time from request to response, by route pattern.",
+                &["route"],
+            ),
+            cache_requests: counter(
+                "logproxy_cache_requests_total",
+                "Log requests by cache result: hit, miss, stale, coalesced.",
+                &["log_type", "result"],
+            ),
+            cache_entries: gauge("logproxy_cache_entries", "Pages held by the cache."),
+            cache_bytes: gauge("logproxy_cache_bytes", "Bytes held by the cache."),
+            query_duration: histogram(
+                "logproxy_clickhouse_query_duration_seconds",
+                "ClickHouse log queries by log type and outcome (ok or an error kind).",
+                &["log_type", "outcome"],
+            ),
+            clickhouse_errors: counter(
+                "logproxy_clickhouse_errors_total",
+                "Failed ClickHouse queries by kind: unavailable, timeout, exception, protocol.",
+                &["kind"],
+            ),
+            rate_limited,
+            app_actors: gauge("logproxy_app_actors", "Live per-app actors."),
+            registry,
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut out)
+            .expect("encoding metrics to memory");
+        String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,253 @@
+//! `Page`: a ready 200 body with the end offset of every entry, so one fetched page answers
+//! any smaller `limit` by slicing, without serializing again.
+
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use chrono::{DateTime, SecondsFormat};
+use serde::{Serialize, Serializer};
+
+use crate::api::params::LogType;
+use crate::clickhouse::rows::{RequestRow, RuntimeRow};
+
+/// `message` is cut to this many characters (not bytes).
+pub const MESSAGE_MAX_CHARS: usize = 2000;
+
+const CLOSE: &[u8] = b"]}";
+
+#[derive(Debug)]
+pub struct Page {
+    body: Bytes,
+    /// End offset (exclusive) of each entry inside `body`.
+    ends: Vec<u32>,
+    /// The `limit` the query asked for.
+    fetched_limit: u32,
+    hash: u64,
+    etag: String,
+    pub fetched_at: Instant,
+}
+
+/// What one request gets out of a page: its body and the body's strong validator.
+#[derive(Debug, Clone)]
+pub struct PageView {
+    pub body: Bytes,
+    pub etag: String,
+}
+
+impl Page {
+    pub fn from_runtime(app_id: &str, rows: &[RuntimeRow], limit: u32, now: Instant) -> Self {
+        Self::build(app_id, LogType::Runtime, rows, limit, now, |r| {
+            RuntimeEntry {
+                timestamp: Timestamp(r.timestamp_ms),
+                level: &r.level,
+                message: cut_chars(&r.message, MESSAGE_MAX_CHARS),
+                route_path: &r.route_path,
+                request_id: &r.request_id,
+            }
+        })
+    }
+
+    pub fn from_requests(app_id: &str, rows: &[RequestRow], limit: u32, now: Instant) -> Self {
+        Self::build(app_id, LogType::Requests, rows, limit, now, |r| {
+            RequestEntry {
+                timestamp: Timestamp(r.timestamp_ms),
+                method: &r.method,
+                path: &r.path,
+                status_code: r.status_code,
+                duration_ms: r.duration_ms,
+                user_agent: &r.user_agent,
+                ip: &r.ip,
+            }
+        })
+    }
+
+    fn build<'r, R, E: Serialize>(
+        app_id: &str,
+        log_type: LogType,
+        rows: &'r [R],
+        limit: u32,
+        fetched_at: Instant,
+        entry: impl Fn(&'r R) -> E,
+    ) -> Self {
+        let mut out = BytesMut::with_capacity(64 + rows.len() * 256).writer();
+        // Serializing plain strings and numbers into memory cannot fail.
+        let write = |out: &mut _, value: &dyn erased::Json| value.write(out);
+        out.get_mut().put_slice(b"{\"app_id\":");
+        write(&mut out, &app_id);
+        out.get_mut().put_slice(b",\"log_type\":\"");
+        out.get_mut().put_slice(log_type.as_str().as_bytes());
+        out.get_mut().put_slice(b"\",\"entries\":[");
+        let mut ends = Vec::with_capacity(rows.len());
+        for (i, row) in rows.iter().enumerate() {
+            if i > 0 {
+                out.get_mut().put_u8(b',');
+            }
+            write(&mut out, &entry(row));
+            ends.push(out.get_ref().len() as u32);
+        }
+        out.get_mut().put_slice(CLOSE);
+        let body = out.into_inner().freeze();
+        let hash = xxhash_rust::xxh3::xxh3_64(&body);
+        Self {
+            etag: format!("\"{hash:016x}\""),
+            body,
+            ends,
+            fetched_limit: limit,
+            hash,
+            fetched_at,
+        }
+    }
+
+    /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
+    /// or it got fewer than it asked for, which means the window holds no more.
+    pub fn covers(&self, limit: u32) -> bool {
+        limit <= self.fetched_limit || self.ends.len() < self.fetched_limit as usize
+    }
+
+    /// The body for `limit` (which the page must cover): the whole page when it fits,
+    /// else the first `limit` entries, copied once.
+    pub fn view(&self, limit: u32) -> PageView {
+        let k = limit as usize;
+        if k >= self.ends.len() {
+            return PageView {
+                body: self.body.clone(),
+                etag: self.etag.clone(),
+            };
+        }
+        let end = self.ends[k - 1] as usize;
+        let mut body = BytesMut::with_capacity(end + CLOSE.len());
+        body.put_slice(&self.body[..end]);
+        body.put_slice(CLOSE);
+        PageView {
+            body: body.freeze(),
+            etag: format!("\"{:016x}-{k}\"", self.hash),
+        }
+    }
+
+    pub fn entries(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Bytes this page holds, as the cache weighs it.
+    pub fn weight(&self) -> usize {
+        self.body.len() + self.ends.len() * 4 + self.etag.len() + std::mem::size_of::<Self>()
+    }
+}
+
+/// Lets the builder write values of different types through one small closure.
+mod erased {
+    pub trait Json {
+        fn write(&self, out: &mut bytes::buf::Writer<bytes::BytesMut>);
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn write(&self, out: &mut bytes::buf::Writer<bytes::BytesMut>) {
+            serde_json::to_writer(out, self).expect("serializing to memory");
+        }
+    }
+}
+
+/// The first `max` characters of `s`.
+pub fn cut_chars(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+/// Epoch milliseconds, written as RFC 3339 UTC with milliseconds and `Z`.
+struct Timestamp(i64);
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = DateTime::from_timestamp_millis(self.0)
+            .unwrap_or_default()
+            .to_rfc3339_opts(SecondsFormat::Millis, true);
+        s.serialize_str(&text)
+    }
+}
+
+#[derive(Serialize)]
+struct RuntimeEntry<'a> {
+    timestamp: Timestamp,
+    level: &'a str,
+    message: &'a str,
+    route_path: &'a str,
+    request_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct RequestEntry<'a> {
+    timestamp: Timestamp,
+    method: &'a str,
+    path: &'a str,
+    status_code: u16,
+    duration_ms: f64,
+    user_agent: &'a str,
+    ip: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn row(ts: i64, message: &str) -> RuntimeRow {
+        RuntimeRow {
+            app_id: "a".into(),
+            timestamp_ms: ts,
+            level: "info".into(),
+            message: message.into(),
+            route_path: "/x".into(),
+            request_id: "r".into(),
+        }
+    }
+
+    fn page(n: i64, limit: u32) -> Page {
+        let rows: Vec<_> = (0..n).map(|i| row(1_764_340_548_123 - i, "m")).collect();
+        Page::from_runtime("a\"pp", &rows, limit, Instant::now())
+    }
+
+    #[test]
+    fn a_page_is_the_contract_body_with_millisecond_utc_timestamps() {
+        let body: Value = serde_json::from_slice(&page(2, 10).view(10).body).unwrap();
+        assert_eq!(body["app_id"], "a\"pp");
+        assert_eq!(body["log_type"], "runtime");
+        assert_eq!(body["entries"][0]["timestamp"], "2025-11-28T14:35:48.123Z");
+        assert_eq!(body["entries"][1]["timestamp"], "2025-11-28T14:35:48.122Z");
+        assert_eq!(body["entries"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn every_prefix_is_valid_json_with_its_own_etag() {
+        let p = page(5, 5);
+        let full = p.view(5);
+        for k in 1..5u32 {
+            let v = p.view(k);
+            let body: Value = serde_json::from_slice(&v.body).unwrap();
+            assert_eq!(body["entries"].as_array().unwrap().len(), k as usize);
+            assert_ne!(v.etag, full.etag);
+        }
+        assert_eq!(
+            p.view(1000).etag,
+            full.etag,
+            "a complete page answers larger limits"
+        );
+    }
+
+    #[test]
+    fn a_full_page_covers_only_smaller_limits_and_a_short_page_covers_all() {
+        assert!(page(5, 5).covers(5) && page(5, 5).covers(1) && !page(5, 5).covers(6));
+        assert!(page(3, 5).covers(1000));
+        assert!(page(0, 5).covers(1000));
+    }
+
+    #[test]
+    fn messages_are_cut_to_2000_characters_not_bytes() {
+        let long = "é".repeat(2500);
+        let p = Page::from_runtime("a", &[row(0, &long)], 1, Instant::now());
+        let body: Value = serde_json::from_slice(&p.view(1).body).unwrap();
+        let msg = body["entries"][0]["message"].as_str().unwrap();
+        assert_eq!(msg.chars().count(), 2000);
+        assert_eq!(cut_chars("abc", 2000), "abc");
+    }
+}

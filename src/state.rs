@@ -1,0 +1,100 @@
+//! `Core`: what every app actor shares (settings, ClickHouse, page cache, metrics, the
+//! process-wide query slots) and the miss path that uses them.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::api::error::ApiError;
+use crate::api::params::LogQuery;
+use crate::cache::PageCache;
+use crate::clickhouse::client::LogRows;
+use crate::clickhouse::ChClient;
+use crate::config::Settings;
+use crate::metrics::Metrics;
+use crate::page::Page;
+
+const MS_PER_HOUR: i64 = 3_600_000;
+
+pub struct Core {
+    pub settings: Settings,
+    pub ch: ChClient,
+    pub cache: PageCache,
+    pub metrics: Metrics,
+    /// `clickhouse.max_concurrent_queries`: the slots of the whole process.
+    pub query_slots: Semaphore,
+    queue_timeout: Duration,
+    queries: AtomicU64,
+}
+
+impl Core {
+    pub fn new(settings: Settings, metrics: Metrics) -> Self {
+        Self {
+            ch: ChClient::new(&settings.clickhouse),
+            cache: PageCache::new(&settings.cache),
+            query_slots: Semaphore::new(settings.clickhouse.max_concurrent_queries),
+            queue_timeout: Duration::from_millis(settings.clickhouse.queue_timeout_ms),
+            queries: AtomicU64::new(0),
+            metrics,
+            settings,
+        }
+    }
+
+    /// The miss path: a slot of the app and of the process (within `queue_timeout_ms`, else
+    /// 503 overloaded), then the query, then the page. Hits never come here.
+    pub async fn fetch_page(
+        &self,
+        app_slots: &Semaphore,
+        q: &LogQuery,
+        request_id: &str,
+    ) -> Result<Page, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let overloaded = |_| ApiError::Overloaded { retry_after: 1 };
+        let _app_slot = tokio::time::timeout_at(deadline, app_slots.acquire())
+            .await
+            .map_err(overloaded)?;
+        let _slot = tokio::time::timeout_at(deadline, self.query_slots.acquire())
+            .await
+            .map_err(overloaded)?;
+
+        let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.hours) * MS_PER_HOUR;
+        // Unique on the server even when a client reuses its request id.
+        let n = self.queries.fetch_add(1, Ordering::Relaxed);
+        let query_id = format!("{request_id}.{n}");
+        let started = Instant::now();
+        let rows = self.ch.logs(q, since_ms, &query_id).await;
+        let outcome = match &rows {
+            Ok(_) => "ok",
+            Err(e) => {
+                self.metrics
+                    .clickhouse_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
+                e.kind()
+            }
+        };
+        self.metrics
+            .query_duration
+            .with_label_values(&[q.log_type.as_str(), outcome])
+            .observe(started.elapsed().as_secs_f64());
+        let now = Instant::now();
+        Ok(match rows? {
+            LogRows::Runtime(rows) => Page::from_runtime(&q.app_id, &rows, q.limit, now),
+            LogRows::Requests(rows) => Page::from_requests(&q.app_id, &rows, q.limit, now),
+        })
+    }
+}
+
+/// Shared handle.
+pub type SharedCore = Arc<Core>;
+
+impl Core {
+    pub fn count_cache(&self, log_type: &str, result: crate::cache::CacheResult) {
+        self.metrics
+            .cache_requests
+            .with_label_values(&[log_type, result.label()])
+            .inc();
+    }
+}
