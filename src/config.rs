@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/default.toml";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]

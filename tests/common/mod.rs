@@ -1,0 +1,205 @@
+//! Test harness: the app started in-process on port 0 against the real ClickHouse that
+//! `scripts/test.sh` starts, each test on its own database.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
+use logproxy::config::{Settings, TenantSettings};
+use logproxy::startup::Application;
+
+/// The key of tenant `alpha`, which may read every app.
+pub const ALPHA_KEY: &str = "alpha-key";
+/// The key of tenant `beta`, which may read only `beta-app`.
+pub const BETA_KEY: &str = "beta-key";
+/// The key of tenant `gamma`, which lacks the `logs:read` scope.
+pub const GAMMA_KEY: &str = "gamma-key";
+
+pub fn clickhouse_url() -> String {
+    std::env::var("LOGPROXY_TEST_CLICKHOUSE_URL")
+        .unwrap_or_else(|_| "http://127.0.0.1:18123".into())
+}
+
+/// Settings for one test: port 0, a fresh database name, three tenants, a generous limit.
+pub fn test_settings() -> Settings {
+    let mut s = Settings::default();
+    s.server.bind = "127.0.0.1:0".into();
+    s.server.workers = 2;
+    s.actors.arbiters = 2;
+    s.clickhouse.url = clickhouse_url();
+    s.clickhouse.database = format!("lp_test_{}", uuid::Uuid::new_v4().simple());
+    s.rate_limit.requests_per_second = 10_000;
+    s.rate_limit.burst = 10_000;
+    let tenant = |name: &str, key: &str, apps: &[&str], scopes: &[&str]| TenantSettings {
+        name: name.into(),
+        api_key_sha256: vec![logproxy::auth::hash_key(key)],
+        apps: apps.iter().map(|a| a.to_string()).collect(),
+        scopes: scopes.iter().map(|a| a.to_string()).collect(),
+    };
+    s.auth.enabled = true;
+    s.auth.tenants = vec![
+        tenant("alpha", ALPHA_KEY, &["*"], &["logs:read"]),
+        tenant("beta", BETA_KEY, &["beta-app"], &["logs:read"]),
+        tenant("gamma", GAMMA_KEY, &["*"], &[]),
+    ];
+    s
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub ch: ChClient,
+    pub settings: Settings,
+    handle: actix_web::dev::ServerHandle,
+}
+
+/// Migrates the settings' database, then starts the app on its own port.
+pub async fn spawn_app_with(settings: Settings) -> TestApp {
+    let ch = ChClient::new(&settings.clickhouse);
+    if settings.clickhouse.url == clickhouse_url() {
+        ch.migrate().await.unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the test ClickHouse at {} ({e}); run scripts/test.sh",
+                clickhouse_url()
+            )
+        });
+    }
+    let app = Application::build(settings.clone()).expect("app builds");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
+    actix_web::rt::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+        ch,
+        settings,
+        handle,
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
+}
+
+impl TestApp {
+    pub fn logs_url(&self, app_id: &str, query: &str) -> String {
+        format!("{}/v1/apps/{app_id}/logs?{query}", self.base)
+    }
+
+    /// GET the logs endpoint with `key` (if any).
+    pub async fn get_logs(
+        &self,
+        app_id: &str,
+        query: &str,
+        key: Option<&str>,
+    ) -> reqwest::Response {
+        let mut req = self.http.get(self.logs_url(app_id, query));
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        req.send().await.expect("request sent")
+    }
+
+    /// GET as tenant alpha.
+    pub async fn get(&self, app_id: &str, query: &str) -> reqwest::Response {
+        self.get_logs(app_id, query, Some(ALPHA_KEY)).await
+    }
+
+    pub async fn get_path(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn insert_runtime(&self, rows: &[RuntimeRow]) {
+        self.ch
+            .insert_runtime(rows)
+            .await
+            .expect("insert runtime rows");
+    }
+
+    pub async fn insert_requests(&self, rows: &[RequestRow]) {
+        self.ch
+            .insert_requests(rows)
+            .await
+            .expect("insert request rows");
+    }
+
+    /// Distinct queries ClickHouse received whose id starts with `prefix`.
+    pub async fn queries_with_prefix(&self, prefix: &str) -> u64 {
+        count_queries(&self.ch, prefix).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get_path("/metrics").await.text().await.unwrap()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Distinct query ids in `system.query_log` that start with `prefix`, after a flush.
+pub async fn count_queries(ch: &ChClient, prefix: &str) -> u64 {
+    ch.raw()
+        .query("SYSTEM FLUSH LOGS")
+        .execute()
+        .await
+        .expect("flush logs");
+    ch.raw()
+        .query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
+        .bind(prefix)
+        .fetch_one::<u64>()
+        .await
+        .expect("count queries")
+}
+
+/// Epoch milliseconds now.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub fn runtime_row(app_id: &str, timestamp_ms: i64, level: &str, message: &str) -> RuntimeRow {
+    RuntimeRow {
+        app_id: app_id.into(),
+        timestamp_ms,
+        level: level.into(),
+        message: message.into(),
+        route_path: "/api/x".into(),
+        request_id: format!("req-{timestamp_ms}"),
+    }
+}
+
+pub fn request_row(app_id: &str, timestamp_ms: i64, status_code: u16) -> RequestRow {
+    RequestRow {
+        app_id: app_id.into(),
+        timestamp_ms,
+        method: "GET".into(),
+        path: "/x".into(),
+        status_code,
+        duration_ms: 12.5,
+        user_agent: "test-agent".into(),
+        ip: "203.0.113.7".into(),
+    }
+}
+
+/// A unique app id for one test.
+pub fn unique_app(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A unique request-id prefix, so ClickHouse's query log can be counted per test.
+pub fn unique_prefix(name: &str) -> String {
+    format!(
+        "t{}-{name}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
