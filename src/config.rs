@@ -207,11 +207,11 @@ impl Default for ActorSettings {
 pub enum ConfigError {
     #[error("configuration file {path} not found")]
     Missing { path: String },
-    #[error("configuration {path}: {source}")]
+    /// The cause is part of the message (not also a `source()`, which `{:#}` would repeat).
+    #[error("configuration {path}: {error}")]
     Invalid {
         path: String,
-        #[source]
-        source: config::ConfigError,
+        error: config::ConfigError,
     },
     #[error("configuration {path}: {message}")]
     Rejected { path: String, message: String },
@@ -224,17 +224,18 @@ impl Settings {
         if !path.is_file() {
             return Err(ConfigError::Missing { path: shown });
         }
-        let invalid = |source| ConfigError::Invalid {
+        let invalid = |error| ConfigError::Invalid {
             path: shown.clone(),
-            source,
+            error,
         };
         let settings: Settings = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("LOGPROXY")
                     .prefix_separator("__")
-                    .separator("__")
-                    .try_parsing(true),
+                    // No `try_parsing`: it would turn "0123" into "123" and "nan" into "NaN"
+                    // in string keys; typed keys parse the text anyway.
+                    .separator("__"),
             )
             .build()
             .map_err(invalid)?

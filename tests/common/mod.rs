@@ -55,15 +55,21 @@ pub struct TestApp {
 
 /// Migrates the settings' database, then starts the app on its own port.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    let ch = ChClient::new(&settings.clickhouse);
-    if settings.clickhouse.url == clickhouse_url() {
-        ch.migrate().await.unwrap_or_else(|e| {
+    ChClient::new(&settings.clickhouse)
+        .migrate()
+        .await
+        .unwrap_or_else(|e| {
             panic!(
-                "cannot reach the test ClickHouse at {} ({e}); run scripts/test.sh",
-                clickhouse_url()
+                "cannot reach ClickHouse at {} ({e}); run scripts/test.sh",
+                settings.clickhouse.url
             )
         });
-    }
+    start_app(settings).await
+}
+
+/// Starts the app on its own port without touching ClickHouse.
+pub async fn start_app(settings: Settings) -> TestApp {
+    let ch = ChClient::new(&settings.clickhouse);
     let app = Application::build(settings.clone()).expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
     let handle = app.handle();
@@ -72,6 +78,7 @@ pub async fn spawn_app_with(settings: Settings) -> TestApp {
         base,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(1))
             .build()
             .unwrap(),
         ch,
@@ -202,4 +209,64 @@ pub fn unique_prefix(name: &str) -> String {
         "t{}-{name}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
     )
+}
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A ClickHouse server of this test's own, started and stopped through
+/// `scripts/clickhouse.sh`, for tests that stop the server under the service.
+pub struct OwnClickHouse {
+    pub http_port: u16,
+    tcp_port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl OwnClickHouse {
+    pub fn new() -> Self {
+        let dir = std::env::temp_dir().join(format!("lp-ch-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            http_port: free_port(),
+            tcp_port: free_port(),
+            dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.http_port)
+    }
+
+    fn script(&self, action: &str) {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
+        let status = std::process::Command::new("bash")
+            .arg(script)
+            .arg(action)
+            .env("CLICKHOUSE_HTTP_PORT", self.http_port.to_string())
+            .env("CLICKHOUSE_TCP_PORT", self.tcp_port.to_string())
+            .env("CLICKHOUSE_DIR", &self.dir)
+            .status()
+            .expect("run scripts/clickhouse.sh");
+        assert!(status.success(), "scripts/clickhouse.sh {action} failed");
+    }
+
+    pub fn start(&self) {
+        self.script("start");
+    }
+
+    pub fn stop(&self) {
+        self.script("stop");
+    }
+}
+
+impl Drop for OwnClickHouse {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
