@@ -2,6 +2,7 @@
 //! at once and hands misses to a task, so its mailbox never waits on ClickHouse.
 
 use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,6 +50,8 @@ pub struct AppActor {
     generation: u64,
     core: SharedCore,
     actors: ActorMap,
+    /// Messages sent to this actor and not yet handled (the registry's mailbox bound).
+    queued: Arc<AtomicUsize>,
     limiter: Limiter,
     quota: Quota,
     requests_per_second: u32,
@@ -64,6 +67,7 @@ impl AppActor {
         generation: u64,
         core: SharedCore,
         actors: ActorMap,
+        queued: Arc<AtomicUsize>,
     ) -> Self {
         let settings = &core.settings;
         let (rps, burst) = settings.rate_limit.for_app(&app_id);
@@ -74,6 +78,7 @@ impl AppActor {
         Self {
             generation,
             actors,
+            queued,
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
             quota,
             requests_per_second: rps,
@@ -130,7 +135,8 @@ impl Actor for AppActor {
         let every =
             (self.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         ctx.run_interval(every, |actor, ctx| {
-            let busy = actor.slots.available_permits() < actor.slot_count;
+            let busy = actor.slots.available_permits() < actor.slot_count
+                || actor.queued.load(Ordering::Acquire) > 0;
             if !busy && actor.last_seen.elapsed() >= actor.idle_timeout {
                 ctx.stop();
             }
@@ -149,6 +155,7 @@ impl Handler<Fetch> for AppActor {
     type Result = ();
 
     fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
         self.last_seen = Instant::now();
         let rate = match self.admit() {
             Ok(rate) => rate,

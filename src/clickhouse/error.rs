@@ -13,7 +13,7 @@ pub enum QueryError {
     #[error("clickhouse query timed out after {0:?}")]
     Timeout(Duration),
     /// The server answered with an exception (`Code: NN`).
-    #[error("clickhouse exception (code {code:?}): {message}")]
+    #[error("clickhouse exception: {message}")]
     Exception { code: Option<u32>, message: String },
     /// The answer could not be read (a schema or format mismatch).
     #[error("clickhouse response could not be read: {0}")]

@@ -1,0 +1,117 @@
+//! Per-app actors: they never serialize an app's queries, and idle ones stop and are forgotten.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::future::join_all;
+use logproxy::clickhouse::ChClient;
+use reqwest::StatusCode;
+
+/// Makes `slow_logs` a view of the runtime table that takes about one second per query.
+async fn create_slow_view(ch: &ChClient) {
+    ch.raw()
+        .query(
+            "CREATE VIEW IF NOT EXISTS slow_logs AS \
+             SELECT * FROM canvas_app_logs WHERE (SELECT sleep(1)) = 0",
+        )
+        .execute()
+        .await
+        .expect("create slow view");
+}
+
+/// How many queries whose id starts with `prefix` ClickHouse is running right now.
+async fn running(ch: &ChClient, prefix: &str) -> u64 {
+    ch.raw()
+        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+        .bind(prefix)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+pub fn metric_value(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn an_apps_uncached_requests_run_as_concurrent_clickhouse_queries() {
+    let mut settings = test_settings();
+    let ch = ChClient::new(&settings.clickhouse);
+    ch.migrate().await.unwrap();
+    create_slow_view(&ch).await;
+    ch.insert_runtime(&[runtime_row("slow-app", now_ms() - 1000, "info", "x")])
+        .await
+        .unwrap();
+    settings.clickhouse.max_concurrent_queries_per_app = 4;
+    settings.clickhouse.runtime_table = "slow_logs".into();
+    let app = start_app(settings).await;
+
+    // Four different requests for one app, all misses, each ~1 s on the server.
+    let prefix = unique_prefix("concurrent");
+    let requests = (1..=4).map(|hours| {
+        let req = app
+            .http
+            .get(app.logs_url("slow-app", &format!("hours={hours}")))
+            .bearer_auth(ALPHA_KEY)
+            .header("x-request-id", format!("{prefix}-{hours}"));
+        req.send()
+    });
+    let watch = async {
+        let mut most = 0;
+        let until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < until {
+            most = most.max(running(&app.ch, &prefix).await);
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        most
+    };
+    let (responses, most) = futures_util::join!(join_all(requests), watch);
+    for resp in responses {
+        assert_eq!(resp.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(
+        most, 4,
+        "ClickHouse saw all four of the app's queries at once"
+    );
+}
+
+#[actix_web::test]
+async fn idle_actors_stop_and_the_registry_forgets_them() {
+    let mut settings = test_settings();
+    settings.actors.idle_timeout_seconds = 1;
+    let app = spawn_app_with(settings).await;
+    for id in ["idle-1", "idle-2", "idle-3"] {
+        assert_eq!(app.get(id, "").await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        metric_value(&app.metrics().await, "logproxy_app_actors"),
+        3.0
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let live = metric_value(&app.metrics().await, "logproxy_app_actors");
+        if live == 0.0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{live} actors still live after 10 s idle"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A new request starts a fresh actor for the app.
+    assert_eq!(app.get("idle-1", "").await.status(), StatusCode::OK);
+    assert_eq!(
+        metric_value(&app.metrics().await, "logproxy_app_actors"),
+        1.0
+    );
+}
