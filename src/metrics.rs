@@ -58,7 +58,7 @@ impl Metrics {
         registry
             .register(Box::new(rate_limited.clone()))
             .expect("unique metric");
-        Self {
+        let metrics = Self {
             http_requests: counter(
                 "logproxy_http_requests_total",
                 "HTTP requests by route pattern and status.",
@@ -89,7 +89,19 @@ impl Metrics {
             rate_limited,
             app_actors: gauge("logproxy_app_actors", "Live per-app actors."),
             registry,
+        };
+        // Every bounded label value exists from the start, so dashboards see zeros.
+        for kind in ["unavailable", "timeout", "exception", "protocol"] {
+            metrics.clickhouse_errors.with_label_values(&[kind]);
         }
+        for log_type in ["runtime", "requests"] {
+            for result in ["hit", "miss", "stale", "coalesced"] {
+                metrics
+                    .cache_requests
+                    .with_label_values(&[log_type, result]);
+            }
+        }
+        metrics
     }
 
     /// The text exposition of every metric.

@@ -6,52 +6,13 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use futures_util::future::join_all;
-use logproxy::clickhouse::ChClient;
 use reqwest::StatusCode;
-
-/// Makes `slow_logs` a view of the runtime table that takes about one second per query.
-async fn create_slow_view(ch: &ChClient) {
-    ch.raw()
-        .query(
-            "CREATE VIEW IF NOT EXISTS slow_logs AS \
-             SELECT * FROM canvas_app_logs WHERE (SELECT sleep(1)) = 0",
-        )
-        .execute()
-        .await
-        .expect("create slow view");
-}
-
-/// How many queries whose id starts with `prefix` ClickHouse is running right now.
-async fn running(ch: &ChClient, prefix: &str) -> u64 {
-    ch.raw()
-        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
-        .bind(prefix)
-        .fetch_one()
-        .await
-        .unwrap()
-}
-
-pub fn metric_value(metrics: &str, name: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
-}
 
 #[actix_web::test]
 async fn an_apps_uncached_requests_run_as_concurrent_clickhouse_queries() {
-    let mut settings = test_settings();
-    let ch = ChClient::new(&settings.clickhouse);
-    ch.migrate().await.unwrap();
-    create_slow_view(&ch).await;
-    ch.insert_runtime(&[runtime_row("slow-app", now_ms() - 1000, "info", "x")])
-        .await
-        .unwrap();
+    let mut settings =
+        slow_settings(&[runtime_row("slow-app", now_ms() - 1000, "info", "x")]).await;
     settings.clickhouse.max_concurrent_queries_per_app = 4;
-    settings.clickhouse.runtime_table = "slow_logs".into();
     let app = start_app(settings).await;
 
     // Four different requests for one app, all misses, each ~1 s on the server.

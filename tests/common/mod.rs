@@ -270,3 +270,43 @@ impl Drop for OwnClickHouse {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Test settings whose runtime table is `slow_logs`, a view of the migrated runtime table
+/// (holding `rows`) that takes about one second per query on the server.
+pub async fn slow_settings(rows: &[RuntimeRow]) -> Settings {
+    let mut settings = test_settings();
+    let ch = ChClient::new(&settings.clickhouse);
+    ch.migrate().await.expect("migrate");
+    ch.raw()
+        .query(
+            "CREATE VIEW IF NOT EXISTS slow_logs AS \
+             SELECT * FROM canvas_app_logs WHERE (SELECT sleep(1)) = 0",
+        )
+        .execute()
+        .await
+        .expect("create slow view");
+    ch.insert_runtime(rows).await.expect("insert");
+    settings.clickhouse.runtime_table = "slow_logs".into();
+    settings
+}
+
+/// How many queries whose id starts with `prefix` ClickHouse is running right now.
+pub async fn running(ch: &ChClient, prefix: &str) -> u64 {
+    ch.raw()
+        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+        .bind(prefix)
+        .fetch_one()
+        .await
+        .unwrap()
+}
+
+/// The value of an unlabelled metric (or a full `name{labels}` series) in `/metrics` text.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
+        .trim()
+        .parse()
+        .unwrap()
+}

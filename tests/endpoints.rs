@@ -1,0 +1,98 @@
+//! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` (CONTRACT.md §2 and §5).
+
+mod common;
+
+use common::*;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+#[actix_web::test]
+async fn healthz_and_readyz_answer_200_while_clickhouse_answers() {
+    let app = spawn_app().await;
+    let health = app.get_path("/healthz").await;
+    assert_eq!(health.status(), StatusCode::OK);
+    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+    let ready = app.get_path("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+}
+
+#[actix_web::test]
+async fn readyz_answers_503_within_a_second_when_clickhouse_never_answers() {
+    // A port that accepts connections and never answers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut settings = test_settings();
+    settings.clickhouse.url = format!("http://{}", listener.local_addr().unwrap());
+    let app = start_app(settings).await;
+    let started = std::time::Instant::now();
+    assert_eq!(
+        app.get_path("/readyz").await.status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(3),
+        "readiness is bounded by its 1 s ping"
+    );
+    assert_eq!(
+        app.get_path("/healthz").await.status(),
+        StatusCode::OK,
+        "the process still runs"
+    );
+    drop(listener);
+}
+
+#[actix_web::test]
+async fn metrics_exposes_the_contract_names_without_an_app_id_label() {
+    let app = spawn_app().await;
+    app.insert_runtime(&[runtime_row("metrics-app", now_ms() - 1000, "info", "x")])
+        .await;
+    app.get("metrics-app", "").await; // miss
+    app.get("metrics-app", "").await; // hit
+    app.get("metrics-app", "hours=0").await; // 422
+
+    let resp = app.get_path("/metrics").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    for name in [
+        "logproxy_http_requests_total{route=\"/v1/apps/{app_id}/logs\",status=\"200\"} 2",
+        "logproxy_http_requests_total{route=\"/v1/apps/{app_id}/logs\",status=\"422\"} 1",
+        "logproxy_http_request_duration_seconds_bucket{route=\"/v1/apps/{app_id}/logs\"",
+        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"} 1",
+        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"miss\"} 1",
+        "logproxy_cache_entries 1",
+        "logproxy_cache_bytes ",
+        "logproxy_clickhouse_query_duration_seconds_bucket{log_type=\"runtime\",outcome=\"ok\"",
+        "logproxy_clickhouse_errors_total",
+        "logproxy_rate_limited_total 0",
+        "logproxy_app_actors 1",
+    ] {
+        assert!(text.contains(name), "missing {name:?} in:\n{text}");
+    }
+    assert!(
+        !text.contains("app_id=") && !text.contains("metrics-app"),
+        "no app_id label"
+    );
+}
+
+#[actix_web::test]
+async fn openapi_json_describes_the_logs_endpoint() {
+    let app = spawn_app().await;
+    let resp = app.get_path("/openapi.json").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let doc: Value = resp.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    let op = &doc["paths"]["/v1/apps/{app_id}/logs"]["get"];
+    assert_eq!(op["operationId"], "get_app_logs_v1_apps__app_id__logs_get");
+    for status in [
+        "200", "400", "401", "403", "404", "422", "429", "502", "503", "504",
+    ] {
+        assert!(
+            op["responses"][status].is_object(),
+            "response {status} documented"
+        );
+    }
+}
