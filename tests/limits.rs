@@ -1,0 +1,220 @@
+//! Per-app rate limits (governor) and the backend budget of query slots.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::future::join_all;
+use logproxy::config::RateLimitOverride;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+fn header(resp: &reqwest::Response, name: &str) -> u64 {
+    resp.headers()[name].to_str().unwrap().parse().unwrap()
+}
+
+fn limited_settings() -> logproxy::config::Settings {
+    let mut settings = test_settings();
+    settings.rate_limit.requests_per_second = 2;
+    settings.rate_limit.burst = 3;
+    settings.rate_limit.overrides.push(RateLimitOverride {
+        app_id: "roomy-app".into(),
+        requests_per_second: 100,
+        burst: 100,
+    });
+    settings
+}
+
+#[actix_web::test]
+async fn logs_returns_429_with_retry_after_when_an_app_exceeds_its_burst_and_the_limit_refills() {
+    let app = spawn_app_with(limited_settings()).await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let resp = app.get("tight-app", "").await;
+        assert_eq!(
+            resp.status(),
+            StatusCode::OK,
+            "hits count too, but these are within the burst"
+        );
+        assert_eq!(header(&resp, "x-ratelimit-limit"), 3);
+        remaining.push(header(&resp, "x-ratelimit-remaining"));
+        assert!(header(&resp, "x-ratelimit-reset") <= 2);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+
+    let limited = app.get("tight-app", "").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        header(&limited, "retry-after"),
+        1,
+        "whole seconds, at least 1"
+    );
+    assert_eq!(header(&limited, "x-ratelimit-remaining"), 0);
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["status"], 429);
+    assert_eq!(body["error"]["type"], "TooManyRequestsError");
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert_eq!(body["error"]["details"]["limit"], 2);
+    assert_eq!(body["error"]["details"]["window"], "1s");
+    assert_eq!(body["error"]["details"]["retry_after"], 1);
+    assert_eq!(
+        metric_value(&app.metrics().await, "logproxy_rate_limited_total"),
+        1.0
+    );
+
+    // 2 per second: one request's worth returns after half a second.
+    actix_web::rt::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(app.get("tight-app", "").await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn one_app_at_its_limit_never_limits_another_and_overrides_apply() {
+    let app = spawn_app_with(limited_settings()).await;
+    for _ in 0..3 {
+        app.get("noisy-app", "").await;
+    }
+    assert_eq!(
+        app.get("noisy-app", "").await.status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(app.get("quiet-app", "").await.status(), StatusCode::OK);
+    for _ in 0..20 {
+        assert_eq!(app.get("roomy-app", "").await.status(), StatusCode::OK);
+    }
+    assert_eq!(
+        header(&app.get("roomy-app", "").await, "x-ratelimit-limit"),
+        100
+    );
+}
+
+#[actix_web::test]
+async fn bad_requests_do_not_spend_the_apps_quota() {
+    let app = spawn_app_with(limited_settings()).await;
+    for _ in 0..10 {
+        assert_eq!(
+            app.get("careful-app", "hours=0").await.status(),
+            StatusCode::UNPROCESSABLE_ENTITY
+        );
+        assert_eq!(
+            app.get("careful-app", "level=x").await.status(),
+            StatusCode::BAD_REQUEST
+        );
+    }
+    assert_eq!(
+        header(&app.get("careful-app", "").await, "x-ratelimit-remaining"),
+        2
+    );
+}
+
+/// Runs `count` distinct misses for each app at once, watching ClickHouse's process list.
+/// Returns the statuses and the most queries seen at once per app and in all.
+async fn concurrent_misses(
+    app: &TestApp,
+    apps: &[&str],
+    count: u32,
+) -> (Vec<StatusCode>, Vec<u64>, u64) {
+    let prefixes: Vec<String> = apps.iter().map(|a| unique_prefix(a)).collect();
+    let mut requests = Vec::new();
+    for (app_id, prefix) in apps.iter().zip(&prefixes) {
+        for hours in 1..=count {
+            let req = app
+                .http
+                .get(app.logs_url(app_id, &format!("hours={hours}")))
+                .bearer_auth(ALPHA_KEY)
+                .header("x-request-id", format!("{prefix}-{hours}"));
+            requests.push(req.send());
+        }
+    }
+    let watch = async {
+        let mut most_each = vec![0; apps.len()];
+        let mut most_all = 0;
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let mut all = 0;
+            for (i, prefix) in prefixes.iter().enumerate() {
+                let n = running(&app.ch, prefix).await;
+                most_each[i] = most_each[i].max(n);
+                all += n;
+            }
+            most_all = most_all.max(all);
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        (most_each, most_all)
+    };
+    let (responses, (most_each, most_all)) = futures_util::join!(join_all(requests), watch);
+    let statuses = responses.into_iter().map(|r| r.unwrap().status()).collect();
+    (statuses, most_each, most_all)
+}
+
+#[actix_web::test]
+async fn per_app_and_global_query_slots_hold_under_concurrent_misses() {
+    let rows = [
+        runtime_row("slots-a", now_ms() - 1000, "info", "a"),
+        runtime_row("slots-b", now_ms() - 1000, "info", "b"),
+    ];
+    let mut settings = slow_settings(&rows).await;
+    settings.clickhouse.max_concurrent_queries_per_app = 2;
+    settings.clickhouse.max_concurrent_queries = 3;
+    settings.clickhouse.queue_timeout_ms = 10_000;
+    let app = start_app(settings).await;
+
+    let (statuses, most_each, most_all) = concurrent_misses(&app, &["slots-a", "slots-b"], 3).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert!(most_each.iter().all(|n| *n <= 2), "per app: {most_each:?}");
+    assert_eq!(
+        most_all, 3,
+        "the process never runs more than its 3 slots, and uses them"
+    );
+}
+
+#[actix_web::test]
+async fn a_miss_that_waits_past_queue_timeout_gets_503_overloaded_while_hits_are_served() {
+    let rows = [runtime_row("queue-app", now_ms() - 1000, "info", "q")];
+    let mut settings = slow_settings(&rows).await;
+    settings.clickhouse.max_concurrent_queries_per_app = 1;
+    settings.clickhouse.queue_timeout_ms = 200;
+    let app = start_app(settings).await;
+    // Warm one key, so a hit is available while the slot is busy.
+    assert_eq!(
+        app.get("queue-app", "hours=9").await.status(),
+        StatusCode::OK
+    );
+
+    let app = &app;
+    let misses =
+        join_all((1..=3).map(|h| async move { app.get("queue-app", &format!("hours={h}")).await }));
+    let hit = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let resp = app.get("queue-app", "hours=9").await;
+        (
+            resp.status(),
+            resp.headers()["x-cache"].to_str().unwrap().to_owned(),
+        )
+    };
+    let (responses, (hit_status, hit_cache)) = futures_util::join!(misses, hit);
+    assert_eq!(
+        (hit_status, hit_cache.as_str()),
+        (StatusCode::OK, "HIT"),
+        "a hit never waits for a slot"
+    );
+    let mut overloaded = 0;
+    for resp in responses {
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(header(&resp, "retry-after"), 1);
+            let body: Value = resp.json().await.unwrap();
+            assert_eq!(body["error"]["type"], "OverloadedError");
+            assert_eq!(body["error"]["code"], "overloaded");
+            overloaded += 1;
+        } else {
+            assert_eq!(resp.status(), StatusCode::OK);
+        }
+    }
+    assert_eq!(
+        overloaded, 2,
+        "one miss holds the app's only slot for ~1 s; the others give up after 200 ms"
+    );
+}
