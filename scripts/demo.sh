@@ -11,10 +11,11 @@
 #   4. logproxy seed --apps 5 --rows-per-app 5000 --hours 24  (demo-app-1..5, both log kinds)
 #   5. prints a curl line for the demo key, then execs `logproxy serve --config config/default.toml`
 #
-# Seeding is idempotent-ish: if demo-app-1 already has rows in both tables and the newest is
-# less than an hour old, the data of a previous run is kept as it is. Otherwise (no rows, a
-# half-finished seed, or data that has aged out of the 24 h window) the rows of
-# demo-app-1..5 -- and only those -- are deleted and seeded again. DEMO_RESEED=1 forces that.
+# Seeding is idempotent-ish: if demo-app-1 already holds exactly what this script seeds
+# (5000 rows in each table) and its newest row is less than an hour old, the data of the
+# previous run is kept. Otherwise (no rows, a half-finished or different seed, or data that
+# has aged out of the 24 h window) the rows of demo-app-1..5 -- and only those -- are deleted
+# and seeded again, so rows are never doubled. DEMO_RESEED=1 forces a fresh seed.
 #
 # Environment:
 #   LOGPROXY__SERVER__BIND  listen address (default 127.0.0.1:8080 from config/default.toml)
@@ -29,6 +30,7 @@ CONFIG=config/default.toml
 BIN=target/release/logproxy
 DEMO_APPS=5
 DEMO_KEY=lp_demo_key_1
+ROWS_PER_APP=5000
 FRESH_FOR_MS=3600000   # data newer than this is kept
 
 log() { echo "demo.sh: $*" >&2; }
@@ -101,8 +103,8 @@ if [[ "${DEMO_RESEED:-0}" == 1 ]]; then
     reseed="DEMO_RESEED=1"
 elif (( runtime_rows == 0 && request_rows == 0 )); then
     reseed="no demo rows yet"
-elif (( runtime_rows == 0 || request_rows == 0 )); then
-    reseed="demo rows in only one table"
+elif (( runtime_rows != ROWS_PER_APP || request_rows != ROWS_PER_APP )); then
+    reseed="demo-app-1 has $runtime_rows runtime and $request_rows request rows, not $ROWS_PER_APP each"
 elif (( now_ms - newest_ms > FRESH_FOR_MS )); then
     reseed="the demo rows are $(( (now_ms - newest_ms) / 60000 )) minutes old"
 fi
@@ -124,9 +126,9 @@ if [[ -n "$reseed" ]]; then
     else
         log "seeding ($reseed)"
     fi
-    "$BIN" seed --config "$CONFIG" --apps "$DEMO_APPS" --rows-per-app 5000 --hours 24
+    "$BIN" seed --config "$CONFIG" --apps "$DEMO_APPS" --rows-per-app "$ROWS_PER_APP" --hours 24
 else
-    log "keeping the demo data of a previous run ($runtime_rows runtime and $request_rows request rows for demo-app-1; DEMO_RESEED=1 to replace them)"
+    log "keeping the demo data of the previous run ($(( (now_ms - newest_ms) / 60000 )) minutes old; DEMO_RESEED=1 to replace it)"
 fi
 
 # -------------------------------------------------------------------- serve ---

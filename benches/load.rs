@@ -1,0 +1,508 @@
+//! Load bench: the real service (the release `logproxy` binary) over HTTP/1.1 keep-alive,
+//! against a real ClickHouse with 1M runtime rows over 50 apps. See benches/README.md.
+//!
+//! `cargo bench --bench load`; `LOAD_SECONDS` (default 10) sets each wrk scenario's length,
+//! `LOGPROXY_BENCH_CLICKHOUSE_URL` uses a running ClickHouse instead of scripts/clickhouse.sh.
+
+use std::io::Write as _;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use futures_util::future::join_all;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_logproxy");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const KEY: &str = "bench-key";
+const DATABASE: &str = "lp_bench";
+const APPS: u32 = 50;
+const ROWS_PER_APP: u32 = 20_000;
+const CONNECTIONS: u32 = 64;
+const MAX_BYTES: u64 = 256 * 1024 * 1024;
+
+/// A child process killed when the bench ends.
+struct Service {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn config_file(name: &str, ch_url: &str, ttl_seconds: u64) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("logproxy-bench-{name}.toml"));
+    let text = format!(
+        r#"[server]
+bind = "127.0.0.1:{port}"
+workers = 0
+[clickhouse]
+url = "{ch_url}"
+database = "{DATABASE}"
+[cache]
+ttl_seconds = {ttl_seconds}
+max_bytes = {MAX_BYTES}
+[rate_limit]
+requests_per_second = 1000000
+burst = 1000000
+[auth]
+enabled = true
+[[auth.tenants]]
+name = "bench"
+api_key_sha256 = ["{hash}"]
+apps = ["*"]
+scopes = ["logs:read"]
+"#,
+        port = free_port(),
+        hash = logproxy::auth::hash_key(KEY),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn start_service(config: &std::path::Path) -> Service {
+    let text = std::fs::read_to_string(config).unwrap();
+    let port = text
+        .split("127.0.0.1:")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start logproxy");
+    let base = format!("http://127.0.0.1:{port}");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
+        assert!(Instant::now() < until, "logproxy did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Service { child, base }
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb * 1024
+}
+
+/// One wrk run's figures (latencies in microseconds).
+#[derive(Debug, Default, Clone)]
+struct Figures {
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    max: f64,
+}
+
+impl Figures {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    fn from_latencies(mut us: Vec<f64>, seconds: f64, errors: u64) -> Self {
+        us.sort_by(f64::total_cmp);
+        let pct = |p: f64| us[((us.len() as f64 * p).ceil() as usize).clamp(1, us.len()) - 1];
+        Figures {
+            requests: us.len() as u64,
+            seconds,
+            errors,
+            p50: pct(0.50),
+            p90: pct(0.90),
+            p99: pct(0.99),
+            max: *us.last().unwrap(),
+        }
+    }
+}
+
+const REPORT_LUA: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("WRKJSON {\"requests\":%d,\"duration_us\":%d,\"errors\":%d,\"p50\":%d,\"p90\":%d,\"p99\":%d,\"max\":%d}\n",
+    summary.requests, summary.duration, e.connect + e.read + e.write + e.status + e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"#;
+
+/// 1,000 apps (50 with data) x 4 level filters x 3 limits, at random.
+const MANY_APPS_LUA: &str = r#"
+local levels = {"", "&level=warn", "&level=error", "&level=info"}
+local limits = {10, 50, 100}
+math.randomseed(7)
+request = function()
+  local path = string.format("/v1/apps/demo-app-%d/logs?hours=24&limit=%d%s",
+    math.random(1, 1000), limits[math.random(1, 3)], levels[math.random(1, 4)])
+  return wrk.format("GET", path)
+end
+"#;
+
+/// Runs wrk off the System thread, so servers of this process keep being served.
+async fn wrk(url: &str, connections: u32, seconds: u64, extra_lua: &'static str) -> Figures {
+    let url = url.to_owned();
+    actix_web::rt::task::spawn_blocking(move || wrk_blocking(&url, connections, seconds, extra_lua))
+        .await
+        .unwrap()
+}
+
+fn wrk_blocking(url: &str, connections: u32, seconds: u64, extra_lua: &str) -> Figures {
+    let script = std::env::temp_dir().join(format!("logproxy-bench-{}.lua", free_port()));
+    std::fs::File::create(&script)
+        .unwrap()
+        .write_all(format!("{extra_lua}\n{REPORT_LUA}").as_bytes())
+        .unwrap();
+    let out = run(Command::new("wrk")
+        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["-H", &format!("Authorization: Bearer {KEY}")])
+        .arg("-s")
+        .arg(&script)
+        .arg(url));
+    let json = out
+        .lines()
+        .find_map(|l| l.strip_prefix("WRKJSON "))
+        .expect("wrk report");
+    let v: Value = serde_json::from_str(json).unwrap();
+    let n = |k: &str| v[k].as_f64().unwrap();
+    Figures {
+        requests: n("requests") as u64,
+        seconds: n("duration_us") / 1e6,
+        errors: n("errors") as u64,
+        p50: n("p50"),
+        p90: n("p90"),
+        p99: n("p99"),
+        max: n("max"),
+    }
+}
+
+fn print_row(name: &str, f: &Figures) {
+    println!(
+        "{name:<34} {:>10.0} req/s  p50 {:>8.3} ms  p90 {:>8.3} ms  p99 {:>8.3} ms  max {:>8.3} ms  errors {}",
+        f.rps(),
+        f.p50 / 1000.0,
+        f.p90 / 1000.0,
+        f.p99 / 1000.0,
+        f.max / 1000.0,
+        f.errors
+    );
+}
+
+async fn ch_query(http: &reqwest::Client, ch_url: &str, sql: &str) -> String {
+    let resp = http
+        .post(ch_url)
+        .body(sql.to_owned())
+        .send()
+        .await
+        .expect("clickhouse");
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{sql}: {text}");
+    text
+}
+
+async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map_or(0.0, |v| v.trim().parse().unwrap())
+}
+
+fn ensure_clickhouse() -> String {
+    if let Ok(url) = std::env::var("LOGPROXY_BENCH_CLICKHOUSE_URL") {
+        return url;
+    }
+    run(Command::new("bash")
+        .arg(format!("{ROOT}/scripts/clickhouse.sh"))
+        .arg("start"));
+    "http://127.0.0.1:18123".into()
+}
+
+#[actix_web::main]
+async fn main() {
+    let seconds: u64 = std::env::var("LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10);
+    if Command::new("wrk").arg("--version").output().is_err() {
+        run(Command::new("apt-get").args(["install", "-y", "wrk"]));
+    }
+    let ch_url = ensure_clickhouse();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .pool_idle_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+
+    // Data: 1M runtime rows over 50 apps, seeded once and reused by later runs.
+    let main_config = config_file("main", &ch_url, 10);
+    run(Command::new(BIN)
+        .args(["migrate", "--config"])
+        .arg(&main_config));
+    let count_sql = format!("SELECT count() FROM {DATABASE}.canvas_app_logs");
+    let rows: u64 = ch_query(&http, &ch_url, &count_sql)
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+    if rows < u64::from(APPS * ROWS_PER_APP) {
+        let started = Instant::now();
+        ch_query(
+            &http,
+            &ch_url,
+            &format!("TRUNCATE TABLE {DATABASE}.canvas_app_logs"),
+        )
+        .await;
+        ch_query(
+            &http,
+            &ch_url,
+            &format!("TRUNCATE TABLE {DATABASE}.canvas_request_logs"),
+        )
+        .await;
+        run(Command::new(BIN)
+            .args(["seed", "--config"])
+            .arg(&main_config)
+            .args([
+                "--apps",
+                &APPS.to_string(),
+                "--rows-per-app",
+                &ROWS_PER_APP.to_string(),
+                "--hours",
+                "24",
+            ]));
+        println!(
+            "seeded {} runtime rows in {:.1} s",
+            APPS * ROWS_PER_APP,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let rows: u64 = ch_query(&http, &ch_url, &count_sql)
+        .await
+        .trim()
+        .parse()
+        .unwrap();
+
+    let main = start_service(&main_config);
+    let nocache = start_service(&config_file("nocache", &ch_url, 0));
+
+    // The hot key, warmed; its exact body is what the static ceiling serves.
+    let hot = format!("{}/v1/apps/demo-app-1/logs?hours=24&limit=100", main.base);
+    let body = http
+        .get(&hot)
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let static_body = body.clone();
+    let static_port = free_port();
+    let server = HttpServer::new(move || {
+        let body = static_body.clone();
+        App::new().route(
+            "/static",
+            web::get().to(move || {
+                let body = body.clone();
+                async move {
+                    HttpResponse::Ok()
+                        .content_type("application/json")
+                        .body(body)
+                }
+            }),
+        )
+    })
+    .workers(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    .bind(("127.0.0.1", static_port))
+    .unwrap()
+    .run();
+    actix_web::rt::spawn(server);
+
+    println!(
+        "\nlogproxy load bench: {rows} runtime rows, {} cores, {seconds} s per wrk scenario, body {} bytes\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        body.len()
+    );
+
+    // e. static ceiling, then a. hot hits: same generator, connections and bytes.
+    let static_url = format!("http://127.0.0.1:{static_port}/static");
+    let warm = http
+        .get(&static_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(warm, body, "the static route serves the hot key's bytes");
+    let ceiling = wrk(&static_url, CONNECTIONS, seconds, "").await;
+    print_row("e. static ceiling (64 conns)", &ceiling);
+    let hot_hits = wrk(&hot, CONNECTIONS, seconds, "").await;
+    print_row("a. hot hits (64 conns)", &hot_hits);
+
+    // b. many apps: ~95% hits over 4,000 keys.
+    let hits_before = metric(
+        &http,
+        &main.base,
+        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"}",
+    )
+    .await;
+    let many = wrk(&main.base, CONNECTIONS, seconds, MANY_APPS_LUA).await;
+    print_row("b. many apps (64 conns)", &many);
+    let hits = metric(
+        &http,
+        &main.base,
+        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"}",
+    )
+    .await
+        - hits_before;
+    let rss = rss_bytes(main.child.id());
+    let cache_bytes = metric(&http, &main.base, "logproxy_cache_bytes").await;
+
+    // c. cold stampede: 256 connections ask one fresh key at once, five keys in turn.
+    let mut stampede_latencies = Vec::new();
+    let mut queries_per_key = Vec::new();
+    let stampede_started = Instant::now();
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    for key in 0..5 {
+        let prefix = format!("stampede{}-{key}-", &run_id[..8]);
+        let url = format!(
+            "{}/v1/apps/demo-app-{}/logs?hours=23&level=debug&limit=100",
+            main.base,
+            key + 2
+        );
+        let requests = (0..256).map(|i| {
+            let req = http
+                .get(&url)
+                .bearer_auth(KEY)
+                .header("x-request-id", format!("{prefix}{i}"));
+            async move {
+                let started = Instant::now();
+                let ok = req.send().await.is_ok_and(|r| r.status().is_success());
+                (started.elapsed().as_secs_f64() * 1e6, ok)
+            }
+        });
+        for (us, ok) in join_all(requests).await {
+            stampede_latencies.push(us);
+            assert!(ok, "stampede request failed");
+        }
+        ch_query(&http, &ch_url, "SYSTEM FLUSH LOGS").await;
+        let sql = format!("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, '{prefix}')");
+        queries_per_key.push(
+            ch_query(&http, &ch_url, &sql)
+                .await
+                .trim()
+                .parse::<u64>()
+                .unwrap(),
+        );
+    }
+    let stampede = Figures::from_latencies(
+        stampede_latencies,
+        stampede_started.elapsed().as_secs_f64(),
+        0,
+    );
+    print_row("c. cold stampede (256 at once x5)", &stampede);
+
+    // d. misses only (cache off) beside the same query sent straight to ClickHouse.
+    let mut proxy = Vec::new();
+    let mut direct = Vec::new();
+    let d_started = Instant::now();
+    for i in 0..400u32 {
+        let app = i % APPS + 1;
+        let url = format!(
+            "{}/v1/apps/demo-app-{app}/logs?hours=24&limit=100",
+            nocache.base
+        );
+        let t = Instant::now();
+        let ok = http
+            .get(&url)
+            .bearer_auth(KEY)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .is_ok();
+        proxy.push(t.elapsed().as_secs_f64() * 1e6);
+        assert!(ok);
+        let since = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
+        let sql = format!(
+            "SELECT timestamp_ms, level, message, route_path, request_id FROM {DATABASE}.canvas_app_logs \
+             WHERE app_id = 'demo-app-{app}' AND timestamp_ms >= {since} ORDER BY timestamp_ms DESC LIMIT 100 FORMAT RowBinary"
+        );
+        let t = Instant::now();
+        http.post(&ch_url)
+            .body(sql)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        direct.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    let d_seconds = d_started.elapsed().as_secs_f64() / 2.0;
+    let proxy = Figures::from_latencies(proxy, d_seconds, 0);
+    let direct = Figures::from_latencies(direct, d_seconds, 0);
+    print_row("d. misses only, via logproxy", &proxy);
+    print_row("d. same query, direct ClickHouse", &direct);
+
+    println!("\nratios and targets");
+    let ratio = hot_hits.rps() / ceiling.rps();
+    println!("  hot hits / static ceiling        {ratio:.2}   (target >= 0.80)");
+    println!(
+        "  hot-hit p99                      {:.3} ms   (target <= 5 ms)",
+        hot_hits.p99 / 1000.0
+    );
+    println!(
+        "  miss p50 - direct p50            {:+.3} ms   (target <= +1 ms)",
+        (proxy.p50 - direct.p50) / 1000.0
+    );
+    println!("  stampede queries per key         {queries_per_key:?}   (target: exactly 1 each)");
+    println!(
+        "  many apps: hit ratio {:.1}%, RSS {:.1} MiB, cache {:.1} MiB, budget {} MiB   (target RSS <= budget + 64 MiB)",
+        100.0 * hits / many.requests.max(1) as f64,
+        rss as f64 / 1048576.0,
+        cache_bytes / 1048576.0,
+        MAX_BYTES / 1048576
+    );
+}
