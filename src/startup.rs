@@ -36,6 +36,8 @@ impl Application {
         });
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
+            // Runs once on each worker thread: it may host app actors.
+            app_state.registry.host_current_thread();
             let metrics = app_state.core.metrics.clone();
             App::new()
                 .app_data(app_state.clone())

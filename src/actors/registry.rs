@@ -1,11 +1,11 @@
-//! `Registry`: app_id -> the app's actor. Starts actors on first use, spreads them over a
-//! pool of arbiters, and forgets them when they stop.
+//! `Registry`: app_id -> the app's actor. Starts actors on first use, spreads them over
+//! arbiters (the HTTP workers' own, or a dedicated pool), and forgets them when they stop.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use actix::dev::{channel, SendError};
-use actix::{Addr, Arbiter, Context};
+use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
 use super::app::{AppActor, Fetch};
@@ -25,22 +25,27 @@ pub(super) type ActorMap = Arc<DashMap<Arc<str>, Arc<Entry>>>;
 pub struct Registry {
     core: SharedCore,
     actors: ActorMap,
+    /// Dedicated arbiter threads (`actors.arbiters` > 0), stopped with the registry.
     arbiters: Vec<Arbiter>,
+    /// Where actors are started: the dedicated arbiters, or the HTTP workers' arbiters.
+    hosts: RwLock<Vec<ArbiterHandle>>,
     next_arbiter: AtomicUsize,
     generation: AtomicU64,
     mailbox_capacity: usize,
 }
 
 impl Registry {
-    /// Starts the arbiter pool (`actors.arbiters`, 0 = one per core). Needs a running
-    /// actix System.
+    /// With `actors.arbiters` > 0, starts that many dedicated arbiter threads (needs a
+    /// running actix System); with 0, actors live on the threads that call
+    /// `host_current_thread` (the HTTP workers), so a request often reaches its app's actor
+    /// without crossing threads.
     pub fn new(core: SharedCore) -> Self {
-        let count = match core.settings.actors.arbiters {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
+        let arbiters: Vec<Arbiter> = (0..core.settings.actors.arbiters)
+            .map(|_| Arbiter::new())
+            .collect();
         Self {
-            arbiters: (0..count).map(|_| Arbiter::new()).collect(),
+            hosts: RwLock::new(arbiters.iter().map(Arbiter::handle).collect()),
+            arbiters,
             actors: Arc::new(DashMap::new()),
             next_arbiter: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
@@ -76,6 +81,17 @@ impl Registry {
         Err(ApiError::Internal("app actor closed twice in a row".into()))
     }
 
+    /// Offers the calling thread's arbiter (an HTTP worker's) as a home for actors, when
+    /// no dedicated arbiters are configured.
+    pub fn host_current_thread(&self) {
+        if self.arbiters.is_empty() {
+            self.hosts
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(Arbiter::current());
+        }
+    }
+
     /// Live actors known to the registry.
     pub fn len(&self) -> usize {
         self.actors.len()
@@ -97,13 +113,18 @@ impl Registry {
 
     fn start(&self, app_id: Arc<str>) -> Arc<Entry> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let index = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+        let host = match hosts.len() {
+            // Only outside a server (tools, tests): the caller's own arbiter.
+            0 => Arbiter::current(),
+            n => hosts[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % n].clone(),
+        };
         let (core, actors) = (self.core.clone(), self.actors.clone());
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         // Capacity 0: actix never parks the sender; `queued` is the mailbox bound.
         let (tx, rx) = channel::channel(0);
-        self.arbiters[index].spawn_fn(move || {
+        host.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
             let actor = AppActor::new(app_id, generation, core, actors, counter);
             actix::spawn(ctx.into_future(actor));

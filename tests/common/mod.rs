@@ -25,7 +25,7 @@ pub fn test_settings() -> Settings {
     let mut s = Settings::default();
     s.server.bind = "127.0.0.1:0".into();
     s.server.workers = 2;
-    s.actors.arbiters = 2;
+    s.actors.arbiters = 0;
     s.clickhouse.url = clickhouse_url();
     s.clickhouse.database = format!("lp_test_{}", uuid::Uuid::new_v4().simple());
     s.rate_limit.requests_per_second = 10_000;
