@@ -27,6 +27,10 @@ pub struct Core {
     pub query_slots: Semaphore,
     queue_timeout: Duration,
     queries: AtomicU64,
+    /// Request ids are this process's random prefix and a counter: unique, and cheaper
+    /// than a random UUID per request.
+    id_prefix: u64,
+    requests: AtomicU64,
 }
 
 impl Core {
@@ -37,6 +41,8 @@ impl Core {
             query_slots: Semaphore::new(settings.clickhouse.max_concurrent_queries),
             queue_timeout: Duration::from_millis(settings.clickhouse.queue_timeout_ms),
             queries: AtomicU64::new(0),
+            id_prefix: rand::random(),
+            requests: AtomicU64::new(0),
             metrics,
             settings,
         }
@@ -91,6 +97,12 @@ impl Core {
 pub type SharedCore = Arc<Core>;
 
 impl Core {
+    /// A new request id, e.g. `3f9a0c2e71d4b8a5-1c`.
+    pub fn next_request_id(&self) -> String {
+        let n = self.requests.fetch_add(1, Ordering::Relaxed);
+        format!("{:016x}-{n:x}", self.id_prefix)
+    }
+
     pub fn count_cache(&self, log_type: &str, result: crate::cache::CacheResult) {
         self.metrics
             .cache_requests

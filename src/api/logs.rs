@@ -35,7 +35,7 @@ pub async fn get_logs(
         &state.core.settings.logs.levels,
     )?;
 
-    let request_id = request_id(&req);
+    let request_id = request_id(&req, &state.core);
     let (reply, answer) = oneshot::channel();
     state.registry.send(Fetch {
         query,
@@ -101,7 +101,7 @@ fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
 }
 
 /// The client's `X-Request-Id` when it is short and plain, else a new one.
-fn request_id(req: &HttpRequest) -> String {
+fn request_id(req: &HttpRequest, core: &crate::state::Core) -> String {
     req.headers()
         .get(X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
@@ -112,7 +112,7 @@ fn request_id(req: &HttpRequest) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+        .unwrap_or_else(|| core.next_request_id())
 }
 
 /// Any method but GET and HEAD on the logs path.
