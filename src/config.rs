@@ -185,7 +185,8 @@ impl Default for LogsSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorSettings {
-    /// Arbiter threads that host the per-app actors; 0 means one per core.
+    /// Dedicated arbiter threads for the per-app actors; 0 (the default) puts the actors
+    /// on the HTTP worker threads, which saves a thread hop on many requests.
     pub arbiters: usize,
     /// Messages an app's mailbox holds before requests get 503 `overloaded`.
     pub mailbox_capacity: usize,
@@ -251,6 +252,12 @@ impl Settings {
     /// Rules serde cannot express: identifiers, non-zero budgets, key format.
     pub fn check(&self) -> Result<(), String> {
         let ch = &self.clickhouse;
+        if !ch.url.starts_with("http://") {
+            return Err(format!(
+                "clickhouse.url = {:?}: only http:// URLs are supported (this build has no TLS)",
+                ch.url
+            ));
+        }
         for (key, name) in [
             ("clickhouse.runtime_table", &ch.runtime_table),
             ("clickhouse.requests_table", &ch.requests_table),
