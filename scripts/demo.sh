@@ -83,7 +83,7 @@ if ! command -v cc >/dev/null 2>&1; then
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev
 fi
-log "cargo build --release (the first build takes a few minutes)"
+log "cargo build --release (a few minutes the first time)"
 cargo build --release --locked
 [[ -x "$BIN" ]] || die "$BIN was not built"
 
