@@ -7,6 +7,8 @@ use std::time::Duration;
 use clickhouse::query::Query;
 use clickhouse::sql::Identifier;
 use clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 
 use super::query::*;
 use super::{QueryError, RequestRow, RuntimeRow};
@@ -35,7 +37,15 @@ impl ChClient {
         let query_timeout = Duration::from_millis(settings.query_timeout_ms);
         // The server stops the query too, in whole seconds (what 18.16 accepts).
         let server_seconds = settings.query_timeout_ms.div_ceil(1000).max(1);
-        let client = Client::default()
+        // The crate's default HTTP client, plus TCP_NODELAY: a query is one small request
+        // and should never wait on Nagle's algorithm.
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build(connector);
+        let client = Client::with_http_client(http)
             .with_url(&settings.url)
             .with_database(&settings.database)
             .with_user(&settings.user)
