@@ -218,3 +218,33 @@ async fn a_miss_that_waits_past_queue_timeout_gets_503_overloaded_while_hits_are
         "one miss holds the app's only slot for ~1 s; the others give up after 200 ms"
     );
 }
+
+#[actix_web::test]
+async fn an_apps_actors_on_every_worker_share_one_rate_limit() {
+    let app = spawn_app_with(limited_settings()).await;
+    // A fresh connection per request: the server spreads connections over its workers.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        let resp = fresh
+            .get(app.logs_url("shared-app", ""))
+            .bearer_auth(ALPHA_KEY)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(resp.status().as_u16());
+    }
+    assert_eq!(
+        statuses,
+        [200, 200, 200, 429, 429, 429],
+        "burst 3 for the app, whichever worker"
+    );
+    assert_eq!(
+        metric_value(&app.metrics().await, "logproxy_app_actors"),
+        2.0,
+        "one actor of the app on each of the 2 workers"
+    );
+}

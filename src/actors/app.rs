@@ -1,5 +1,6 @@
-//! `AppActor`: one per app. It owns the app's rate limit and query slots, answers cache hits
-//! at once and hands misses to a task, so its mailbox never waits on ClickHouse.
+//! `AppActor`: an app's actor. It applies the app's rate limit, answers cache hits at once
+//! and hands misses to a task (which takes one of the app's query slots), so its mailbox
+//! never waits on ClickHouse.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -13,11 +14,11 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use tokio::sync::{oneshot, Semaphore};
 
-use super::registry::ActorMap;
+use super::registry::Home;
 use crate::api::error::ApiError;
 use crate::api::params::LogQuery;
 use crate::cache::{CacheKey, Served};
-use crate::state::SharedCore;
+use crate::state::{Core, SharedCore};
 
 type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock, StateInformationMiddleware>;
 
@@ -45,54 +46,33 @@ pub struct Reply {
     pub outcome: Result<Served, ApiError>,
 }
 
-pub struct AppActor {
-    app_id: Arc<str>,
-    generation: u64,
-    core: SharedCore,
-    actors: ActorMap,
-    /// Messages sent to this actor and not yet handled (the registry's mailbox bound).
-    queued: Arc<AtomicUsize>,
+/// What every actor of one app shares: its rate limit and its query slots.
+pub struct AppPolicy {
     limiter: Limiter,
     quota: Quota,
     requests_per_second: u32,
     slots: Arc<Semaphore>,
     slot_count: usize,
-    idle_timeout: Duration,
-    last_seen: Instant,
 }
 
-impl AppActor {
-    pub(super) fn new(
-        app_id: Arc<str>,
-        generation: u64,
-        core: SharedCore,
-        actors: ActorMap,
-        queued: Arc<AtomicUsize>,
-    ) -> Self {
-        let settings = &core.settings;
-        let (rps, burst) = settings.rate_limit.for_app(&app_id);
+impl AppPolicy {
+    pub(super) fn new(app_id: &str, settings: &crate::config::Settings) -> Self {
+        let (rps, burst) = settings.rate_limit.for_app(app_id);
         // `Settings::check` refused zeros; 1 is only a floor for hand-built settings.
         let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
         let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
         let slot_count = settings.clickhouse.max_concurrent_queries_per_app;
         Self {
-            generation,
-            actors,
-            queued,
             limiter: RateLimiter::direct(quota).with_middleware::<StateInformationMiddleware>(),
             quota,
             requests_per_second: rps,
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
-            idle_timeout: Duration::from_secs(settings.actors.idle_timeout_seconds),
-            last_seen: Instant::now(),
-            app_id,
-            core,
         }
     }
 
-    /// Counts the request against the app's quota.
-    fn admit(&self) -> Result<RateInfo, (RateInfo, ApiError)> {
+    /// Counts one request against the app's quota.
+    fn admit(&self, core: &Core) -> Result<RateInfo, (RateInfo, ApiError)> {
         let burst = self.quota.burst_size().get();
         match self.limiter.check() {
             Ok(snapshot) => {
@@ -105,7 +85,7 @@ impl AppActor {
                 })
             }
             Err(not_until) => {
-                self.core.metrics.rate_limited.inc();
+                core.metrics.rate_limited.inc();
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 let rate = RateInfo {
                     limit: burst,
@@ -119,6 +99,42 @@ impl AppActor {
                 };
                 Err((rate, error))
             }
+        }
+    }
+
+    /// Whether a query of this app holds a slot now.
+    fn busy(&self) -> bool {
+        self.slots.available_permits() < self.slot_count
+    }
+}
+
+/// One actor of an app: on an HTTP worker thread it serves that worker's requests for
+/// the app (the app has one such actor per worker, all sharing one `AppPolicy`); on a
+/// dedicated arbiter it is the app's only actor.
+pub struct AppActor {
+    home: Home,
+    core: SharedCore,
+    /// Messages sent to this actor and not yet handled (the registry's mailbox bound).
+    queued: Arc<AtomicUsize>,
+    policy: Arc<AppPolicy>,
+    idle_timeout: Duration,
+    last_seen: Instant,
+}
+
+impl AppActor {
+    pub(super) fn new(
+        home: Home,
+        core: SharedCore,
+        queued: Arc<AtomicUsize>,
+        policy: Arc<AppPolicy>,
+    ) -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(core.settings.actors.idle_timeout_seconds),
+            last_seen: Instant::now(),
+            home,
+            core,
+            queued,
+            policy,
         }
     }
 }
@@ -135,8 +151,7 @@ impl Actor for AppActor {
         let every =
             (self.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
         ctx.run_interval(every, |actor, ctx| {
-            let busy = actor.slots.available_permits() < actor.slot_count
-                || actor.queued.load(Ordering::Acquire) > 0;
+            let busy = actor.policy.busy() || actor.queued.load(Ordering::Acquire) > 0;
             if !busy && actor.last_seen.elapsed() >= actor.idle_timeout {
                 ctx.stop();
             }
@@ -145,9 +160,7 @@ impl Actor for AppActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.core.metrics.app_actors.dec();
-        let generation = self.generation;
-        self.actors
-            .remove_if(&self.app_id, |_, entry| entry.generation == generation);
+        self.home.forget(&self.policy);
     }
 }
 
@@ -157,7 +170,7 @@ impl Handler<Fetch> for AppActor {
     fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.last_seen = Instant::now();
-        let rate = match self.admit() {
+        let rate = match self.policy.admit(&self.core) {
             Ok(rate) => rate,
             Err((rate, error)) => {
                 let _ = msg.reply.send(Reply {
@@ -179,7 +192,7 @@ impl Handler<Fetch> for AppActor {
         }
         // A miss: the query runs as its own task; this mailbox moves on at once.
         let core = self.core.clone();
-        let slots = self.slots.clone();
+        let slots = self.policy.slots.clone();
         actix::spawn(async move {
             let Fetch {
                 query,

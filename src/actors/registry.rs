@@ -1,6 +1,12 @@
 //! `Registry`: app_id -> the app's actor. Starts actors on first use, spreads them over
-//! arbiters (the HTTP workers' own, or a dedicated pool), and forgets them when they stop.
+//! arbiters, and forgets them when they stop.
+//!
+//! With `actors.arbiters = 0` (the default) the HTTP workers' own arbiters host the actors,
+//! and each worker gets its own actor for an app, so a request never crosses threads to
+//! reach it; the app's actors share one `AppPolicy` (rate limit, query slots). With
+//! `actors.arbiters = N` a dedicated pool of N arbiters hosts one actor per app.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -8,23 +14,54 @@ use actix::dev::{channel, SendError};
 use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
-use super::app::{AppActor, Fetch};
+use super::app::{AppActor, AppPolicy, Fetch};
 use crate::api::error::ApiError;
 use crate::state::SharedCore;
 
-/// A live actor: its address and the count of messages sent but not yet handled.
-pub(super) struct Entry {
-    pub(super) generation: u64,
-    addr: Addr<AppActor>,
-    pub(super) queued: Arc<AtomicUsize>,
+thread_local! {
+    /// The index of this thread in its registry's hosts, on HTTP worker threads.
+    static HOST: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// The live actors, sharded so lookups of different apps do not contend.
-pub(super) type ActorMap = Arc<DashMap<Arc<str>, Arc<Entry>>>;
+/// The key of an actor that serves every thread (dedicated arbiters, or no host here).
+const ANY_HOST: usize = usize::MAX;
+
+/// A live actor: its address and the count of messages sent but not yet handled.
+pub(super) struct Entry {
+    generation: u64,
+    addr: Addr<AppActor>,
+    queued: Arc<AtomicUsize>,
+}
+
+type ActorMap = DashMap<(usize, Arc<str>), Arc<Entry>>;
+type PolicyMap = DashMap<Arc<str>, Arc<AppPolicy>>;
+
+/// Where an actor lives, so it can take itself out of the registry when it stops.
+pub(super) struct Home {
+    key: (usize, Arc<str>),
+    generation: u64,
+    actors: Arc<ActorMap>,
+    policies: Arc<PolicyMap>,
+}
+
+impl Home {
+    /// Forgets this actor, and the app's policy once no other actor of the app holds it.
+    pub(super) fn forget(&self, policy: &Arc<AppPolicy>) {
+        let generation = self.generation;
+        self.actors
+            .remove_if(&self.key, |_, e| e.generation == generation);
+        // Held by the map and by the stopping actor only: no other actor of the app lives.
+        self.policies.remove_if(&self.key.1, |_, p| {
+            Arc::ptr_eq(p, policy) && Arc::strong_count(p) <= 2
+        });
+    }
+}
 
 pub struct Registry {
     core: SharedCore,
-    actors: ActorMap,
+    /// The live actors, sharded so lookups of different apps do not contend.
+    actors: Arc<ActorMap>,
+    policies: Arc<PolicyMap>,
     /// Dedicated arbiter threads (`actors.arbiters` > 0), stopped with the registry.
     arbiters: Vec<Arbiter>,
     /// Where actors are started: the dedicated arbiters, or the HTTP workers' arbiters.
@@ -37,8 +74,7 @@ pub struct Registry {
 impl Registry {
     /// With `actors.arbiters` > 0, starts that many dedicated arbiter threads (needs a
     /// running actix System); with 0, actors live on the threads that call
-    /// `host_current_thread` (the HTTP workers), so a request often reaches its app's actor
-    /// without crossing threads.
+    /// `host_current_thread` (the HTTP workers).
     pub fn new(core: SharedCore) -> Self {
         let arbiters: Vec<Arbiter> = (0..core.settings.actors.arbiters)
             .map(|_| Arbiter::new())
@@ -47,6 +83,7 @@ impl Registry {
             hosts: RwLock::new(arbiters.iter().map(Arbiter::handle).collect()),
             arbiters,
             actors: Arc::new(DashMap::new()),
+            policies: Arc::new(DashMap::new()),
             next_arbiter: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             mailbox_capacity: core.settings.actors.mailbox_capacity,
@@ -54,14 +91,28 @@ impl Registry {
         }
     }
 
+    /// Makes the calling thread (an HTTP worker) a host of its own actors, when no
+    /// dedicated arbiters are configured.
+    pub fn host_current_thread(&self) {
+        if self.arbiters.is_empty() {
+            let mut hosts = self.hosts.write().unwrap_or_else(|e| e.into_inner());
+            HOST.set(Some(hosts.len()));
+            hosts.push(Arbiter::current());
+        }
+    }
+
     /// Hands `msg` to its app's actor without waiting. The mailbox holds at most
     /// `actors.mailbox_capacity` messages; past that the request is 503 overloaded.
     pub fn send(&self, msg: Fetch) -> Result<(), ApiError> {
-        let app_id = msg.query.app_id.clone();
+        let host = match self.arbiters.is_empty() {
+            true => HOST.get().unwrap_or(ANY_HOST),
+            false => ANY_HOST,
+        };
+        let key = (host, msg.query.app_id.clone());
         let mut msg = msg;
         // A second try covers an actor that stopped between lookup and send.
         for _ in 0..2 {
-            let entry = self.actor(&app_id);
+            let entry = self.actor(&key);
             if entry.queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
                 entry.queued.fetch_sub(1, Ordering::AcqRel);
                 return Err(ApiError::Overloaded { retry_after: 1 });
@@ -73,23 +124,12 @@ impl Registry {
                     entry.queued.fetch_sub(1, Ordering::AcqRel);
                     let generation = entry.generation;
                     self.actors
-                        .remove_if(&app_id, |_, e| e.generation == generation);
+                        .remove_if(&key, |_, e| e.generation == generation);
                     msg = back;
                 }
             }
         }
         Err(ApiError::Internal("app actor closed twice in a row".into()))
-    }
-
-    /// Offers the calling thread's arbiter (an HTTP worker's) as a home for actors, when
-    /// no dedicated arbiters are configured.
-    pub fn host_current_thread(&self) {
-        if self.arbiters.is_empty() {
-            self.hosts
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(Arbiter::current());
-        }
     }
 
     /// Live actors known to the registry.
@@ -101,38 +141,51 @@ impl Registry {
         self.actors.is_empty()
     }
 
-    fn actor(&self, app_id: &Arc<str>) -> Arc<Entry> {
-        if let Some(entry) = self.actors.get(app_id) {
+    fn actor(&self, key: &(usize, Arc<str>)) -> Arc<Entry> {
+        if let Some(entry) = self.actors.get(key) {
             return entry.clone();
         }
         self.actors
-            .entry(app_id.clone())
-            .or_insert_with(|| self.start(app_id.clone()))
+            .entry(key.clone())
+            .or_insert_with(|| self.start(key.clone()))
             .clone()
     }
 
-    fn start(&self, app_id: Arc<str>) -> Arc<Entry> {
+    fn start(&self, key: (usize, Arc<str>)) -> Arc<Entry> {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
-        let host = match hosts.len() {
-            // Only outside a server (tools, tests): the caller's own arbiter.
-            0 => Arbiter::current(),
-            n => hosts[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % n].clone(),
+        let host = {
+            let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
+            match (key.0, hosts.len()) {
+                (ANY_HOST, 0) => Arbiter::current(), // outside a server: the caller's own
+                (ANY_HOST, n) => {
+                    hosts[self.next_arbiter.fetch_add(1, Ordering::Relaxed) % n].clone()
+                }
+                (index, _) => hosts[index].clone(),
+            }
         };
-        let (core, actors) = (self.core.clone(), self.actors.clone());
+        let policy = self
+            .policies
+            .entry(key.1.clone())
+            .or_insert_with(|| Arc::new(AppPolicy::new(&key.1, &self.core.settings)))
+            .clone();
+        let home = Home {
+            key,
+            generation,
+            actors: self.actors.clone(),
+            policies: self.policies.clone(),
+        };
+        let core = self.core.clone();
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
         // Capacity 0: actix never parks the sender; `queued` is the mailbox bound.
         let (tx, rx) = channel::channel(0);
         host.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
-            let actor = AppActor::new(app_id, generation, core, actors, counter);
-            actix::spawn(ctx.into_future(actor));
+            actix::spawn(ctx.into_future(AppActor::new(home, core, counter, policy)));
         });
-        let addr = Addr::new(tx);
         Arc::new(Entry {
             generation,
-            addr,
+            addr: Addr::new(tx),
             queued,
         })
     }
