@@ -2,6 +2,7 @@
 //! against a real ClickHouse with 1M runtime rows over 50 apps. See benches/README.md.
 //!
 //! `cargo bench --bench load`; `LOAD_SECONDS` (default 10) sets each wrk scenario's length,
+//! `LOAD_WORKERS` (default 1) the HTTP workers of the service and of the static route alike,
 //! `LOGPROXY_BENCH_CLICKHOUSE_URL` uses a running ClickHouse instead of scripts/clickhouse.sh.
 
 use std::io::Write as _;
@@ -51,7 +52,7 @@ fn config_file(name: &str, ch_url: &str, ttl_seconds: u64) -> std::path::PathBuf
     let text = format!(
         r#"[server]
 bind = "127.0.0.1:{port}"
-workers = 0
+workers = {workers}
 [clickhouse]
 url = "{ch_url}"
 database = "{DATABASE}"
@@ -70,10 +71,25 @@ apps = ["*"]
 scopes = ["logs:read"]
 "#,
         port = free_port(),
+        workers = workers(),
         hash = logproxy::auth::hash_key(KEY),
     );
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// HTTP workers of the service and of the static route (`LOAD_WORKERS`, default 1: on a
+/// 2-core machine the generator needs the other core).
+fn workers() -> usize {
+    std::env::var("LOAD_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -382,15 +398,16 @@ async fn main() {
             }),
         )
     })
-    .workers(std::thread::available_parallelism().map_or(2, |n| n.get()))
+    .workers(workers())
     .bind(("127.0.0.1", static_port))
     .unwrap()
     .run();
     actix_web::rt::spawn(server);
 
     println!(
-        "\nlogproxy load bench: {rows} runtime rows, {} cores, {seconds} s per wrk scenario, body {} bytes\n",
+        "\nlogproxy load bench: {rows} runtime rows, {} cores, {} HTTP workers, wrk -t2, {seconds} s per wrk scenario, body {} bytes\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        workers(),
         body.len()
     );
 
@@ -405,10 +422,17 @@ async fn main() {
         .await
         .unwrap();
     assert_eq!(warm, body, "the static route serves the hot key's bytes");
-    let ceiling = wrk(&static_url, CONNECTIONS, seconds, "").await;
-    print_row("e. static ceiling (64 conns)", &ceiling);
-    let hot_hits = wrk(&hot, CONNECTIONS, seconds, "").await;
-    print_row("a. hot hits (64 conns)", &hot_hits);
+    // Three rounds in turn, so a noisy neighbour hits both alike; medians are reported.
+    let mut ratios = Vec::new();
+    let mut hot_p99 = Vec::new();
+    for round in 1..=3 {
+        let ceiling = wrk(&static_url, CONNECTIONS, seconds, "").await;
+        print_row(&format!("e. static ceiling (64 conns) #{round}"), &ceiling);
+        let hot_hits = wrk(&hot, CONNECTIONS, seconds, "").await;
+        print_row(&format!("a. hot hits (64 conns) #{round}"), &hot_hits);
+        ratios.push(hot_hits.rps() / ceiling.rps());
+        hot_p99.push(hot_hits.p99);
+    }
 
     // b. many apps: ~95% hits, the rest cold misses.
     let warm_started = Instant::now();
@@ -524,11 +548,13 @@ async fn main() {
     print_row("d. same query, direct ClickHouse", &direct);
 
     println!("\nratios and targets");
-    let ratio = hot_hits.rps() / ceiling.rps();
-    println!("  hot hits / static ceiling        {ratio:.2}   (target >= 0.80)");
     println!(
-        "  hot-hit p99                      {:.3} ms   (target <= 5 ms)",
-        hot_hits.p99 / 1000.0
+        "  hot hits / static ceiling        {:.2}   (median of {ratios:.2?}; target >= 0.80)",
+        median(ratios.clone())
+    );
+    println!(
+        "  hot-hit p99                      {:.3} ms   (median of 3; target <= 5 ms)",
+        median(hot_p99) / 1000.0
     );
     println!(
         "  miss p50 - direct p50            {:+.3} ms   (target <= +1 ms)",
