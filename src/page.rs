@@ -3,6 +3,7 @@
 
 use std::time::Instant;
 
+use actix_web::http::header::HeaderValue;
 use bytes::{BufMut, Bytes, BytesMut};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Serialize, Serializer};
@@ -23,15 +24,16 @@ pub struct Page {
     /// The `limit` the query asked for.
     fetched_limit: u32,
     hash: u64,
-    etag: String,
+    etag: HeaderValue,
     pub fetched_at: Instant,
 }
 
-/// What one request gets out of a page: its body and the body's strong validator.
+/// What one request gets out of a page: its body and the body's strong validator
+/// (quoted, ready to send; cloning it copies nothing).
 #[derive(Debug, Clone)]
 pub struct PageView {
     pub body: Bytes,
-    pub etag: String,
+    pub etag: HeaderValue,
 }
 
 impl Page {
@@ -89,7 +91,7 @@ impl Page {
         let body = out.into_inner().freeze();
         let hash = xxhash_rust::xxh3::xxh3_64(&body);
         Self {
-            etag: format!("\"{hash:016x}\""),
+            etag: etag(format!("\"{hash:016x}\"")),
             body,
             ends,
             fetched_limit: limit,
@@ -120,7 +122,7 @@ impl Page {
         body.put_slice(CLOSE);
         PageView {
             body: body.freeze(),
-            etag: format!("\"{:016x}-{k}\"", self.hash),
+            etag: etag(format!("\"{:016x}-{k}\"", self.hash)),
         }
     }
 
@@ -132,6 +134,11 @@ impl Page {
     pub fn weight(&self) -> usize {
         self.body.len() + self.ends.len() * 4 + self.etag.len() + std::mem::size_of::<Self>()
     }
+}
+
+/// A quoted hex validator as a header value (always visible ASCII).
+fn etag(text: String) -> HeaderValue {
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("hex digits and quotes")
 }
 
 /// Lets the builder write values of different types through one small closure.

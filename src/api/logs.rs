@@ -60,11 +60,19 @@ pub async fn get_logs(
 
 /// 200 with the page, or 304 when the client's `If-None-Match` names its ETag.
 fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
-    let etag = header::EntityTag::new_strong(served.view.etag.trim_matches('"').to_owned());
-    let not_modified = match req.get_header::<IfNoneMatch>() {
-        Some(IfNoneMatch::Any) => true,
-        Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&etag)),
-        None => false,
+    let not_modified = req.headers().contains_key(header::IF_NONE_MATCH) && {
+        let tag = served
+            .view
+            .etag
+            .to_str()
+            .unwrap_or_default()
+            .trim_matches('"');
+        let etag = header::EntityTag::new_strong(tag.to_owned());
+        match req.get_header::<IfNoneMatch>() {
+            Some(IfNoneMatch::Any) => true,
+            Some(IfNoneMatch::Items(tags)) => tags.iter().any(|t| t.weak_eq(&etag)),
+            None => false,
+        }
     };
     let mut builder = HttpResponse::build(if not_modified {
         StatusCode::NOT_MODIFIED
@@ -72,7 +80,7 @@ fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
         StatusCode::OK
     });
     builder
-        .insert_header((header::ETAG, served.view.etag.as_str()))
+        .insert_header((header::ETAG, served.view.etag))
         .insert_header((
             header::CACHE_CONTROL,
             format!("private, max-age={}", served.max_age),

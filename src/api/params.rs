@@ -1,5 +1,6 @@
 //! Parse, don't validate: query text -> a typed, normalized `LogQuery` (or the contract's errors).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -50,17 +51,18 @@ pub fn is_valid_app_id(app_id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The raw values of the parameters this endpoint knows; the last occurrence wins.
+/// The raw values of the parameters this endpoint knows; the last occurrence wins. Values
+/// borrow from the query string unless they had to be percent-decoded.
 #[derive(Debug, Default)]
-struct RawParams {
-    log_type: Option<String>,
-    hours: Option<String>,
-    level: Option<String>,
-    limit: Option<String>,
+struct RawParams<'q> {
+    log_type: Option<Cow<'q, str>>,
+    hours: Option<Cow<'q, str>>,
+    level: Option<Cow<'q, str>>,
+    limit: Option<Cow<'q, str>>,
 }
 
-impl RawParams {
-    fn from_query_string(query: &str) -> Self {
+impl<'q> RawParams<'q> {
+    fn from_query_string(query: &'q str) -> Self {
         let mut raw = RawParams::default();
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             let slot = match key.as_ref() {
@@ -70,7 +72,7 @@ impl RawParams {
                 "limit" => &mut raw.limit,
                 _ => continue,
             };
-            *slot = Some(value.into_owned());
+            *slot = Some(value);
         }
         raw
     }
