@@ -4,12 +4,13 @@
 use std::time::Instant;
 
 use actix_web::http::header::HeaderValue;
+use bytes::buf::Writer;
 use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, SecondsFormat};
+use chrono::DateTime;
 use serde::{Serialize, Serializer};
 
 use crate::api::params::LogType;
-use crate::clickhouse::rows::{RequestRow, RuntimeRow};
+use crate::clickhouse::rows::{LogSink, RequestEntryRow, RequestRow, RuntimeEntryRow, RuntimeRow};
 
 /// `message` is cut to this many characters (not bytes).
 pub const MESSAGE_MAX_CHARS: usize = 2000;
@@ -36,68 +37,111 @@ pub struct PageView {
     pub etag: HeaderValue,
 }
 
-impl Page {
-    pub fn from_runtime(app_id: &str, rows: &[RuntimeRow], limit: u32, now: Instant) -> Self {
-        Self::build(app_id, LogType::Runtime, rows, limit, now, |r| {
-            RuntimeEntry {
-                timestamp: Timestamp(r.timestamp_ms),
-                level: &r.level,
-                message: cut_chars(&r.message, MESSAGE_MAX_CHARS),
-                route_path: &r.route_path,
-                request_id: &r.request_id,
-            }
-        })
+/// Writes a page entry by entry, as the rows of its query arrive.
+pub struct PageBuilder {
+    out: Writer<BytesMut>,
+    ends: Vec<u32>,
+    limit: u32,
+}
+
+impl PageBuilder {
+    pub fn new(app_id: &str, log_type: LogType, limit: u32) -> Self {
+        let mut out = BytesMut::with_capacity(64 + limit.min(100) as usize * 256).writer();
+        out.get_mut().put_slice(b"{\"app_id\":");
+        json(&mut out, &app_id);
+        out.get_mut().put_slice(b",\"log_type\":\"");
+        out.get_mut().put_slice(log_type.as_str().as_bytes());
+        out.get_mut().put_slice(b"\",\"entries\":[");
+        Self {
+            out,
+            ends: Vec::with_capacity(limit.min(1000) as usize),
+            limit,
+        }
     }
 
+    fn push(&mut self, entry: &impl Serialize) {
+        if !self.ends.is_empty() {
+            self.out.get_mut().put_u8(b',');
+        }
+        json(&mut self.out, entry);
+        self.ends.push(self.out.get_ref().len() as u32);
+    }
+
+    pub fn finish(mut self, fetched_at: Instant) -> Page {
+        self.out.get_mut().put_slice(CLOSE);
+        let body = self.out.into_inner().freeze();
+        let hash = xxhash_rust::xxh3::xxh3_64(&body);
+        Page {
+            etag: etag(format!("\"{hash:016x}\"")),
+            body,
+            ends: self.ends,
+            fetched_limit: self.limit,
+            hash,
+            fetched_at,
+        }
+    }
+}
+
+impl LogSink for PageBuilder {
+    fn runtime(&mut self, r: RuntimeEntryRow<'_>) {
+        self.push(&RuntimeEntry {
+            timestamp: Timestamp(r.timestamp_ms),
+            level: r.level,
+            message: cut_chars(r.message, MESSAGE_MAX_CHARS),
+            route_path: r.route_path,
+            request_id: r.request_id,
+        });
+    }
+
+    fn request(&mut self, r: RequestEntryRow<'_>) {
+        self.push(&RequestEntry {
+            timestamp: Timestamp(r.timestamp_ms),
+            method: r.method,
+            path: r.path,
+            status_code: r.status_code,
+            duration_ms: r.duration_ms,
+            user_agent: r.user_agent,
+            ip: r.ip,
+        });
+    }
+}
+
+/// Serializing plain strings and numbers into memory cannot fail.
+fn json(out: &mut Writer<BytesMut>, value: &impl Serialize) {
+    serde_json::to_writer(out, value).expect("serializing to memory");
+}
+
+impl Page {
+    /// A page of owned rows (seeded or inserted ones), as a query would have built it.
+    pub fn from_runtime(app_id: &str, rows: &[RuntimeRow], limit: u32, now: Instant) -> Self {
+        let mut page = PageBuilder::new(app_id, LogType::Runtime, limit);
+        for r in rows {
+            page.runtime(RuntimeEntryRow {
+                timestamp_ms: r.timestamp_ms,
+                level: &r.level,
+                message: &r.message,
+                route_path: &r.route_path,
+                request_id: &r.request_id,
+            });
+        }
+        page.finish(now)
+    }
+
+    /// As `from_runtime`, for request rows.
     pub fn from_requests(app_id: &str, rows: &[RequestRow], limit: u32, now: Instant) -> Self {
-        Self::build(app_id, LogType::Requests, rows, limit, now, |r| {
-            RequestEntry {
-                timestamp: Timestamp(r.timestamp_ms),
+        let mut page = PageBuilder::new(app_id, LogType::Requests, limit);
+        for r in rows {
+            page.request(RequestEntryRow {
+                timestamp_ms: r.timestamp_ms,
                 method: &r.method,
                 path: &r.path,
                 status_code: r.status_code,
                 duration_ms: r.duration_ms,
                 user_agent: &r.user_agent,
                 ip: &r.ip,
-            }
-        })
-    }
-
-    fn build<'r, R, E: Serialize>(
-        app_id: &str,
-        log_type: LogType,
-        rows: &'r [R],
-        limit: u32,
-        fetched_at: Instant,
-        entry: impl Fn(&'r R) -> E,
-    ) -> Self {
-        let mut out = BytesMut::with_capacity(64 + rows.len() * 256).writer();
-        // Serializing plain strings and numbers into memory cannot fail.
-        let write = |out: &mut _, value: &dyn erased::Json| value.write(out);
-        out.get_mut().put_slice(b"{\"app_id\":");
-        write(&mut out, &app_id);
-        out.get_mut().put_slice(b",\"log_type\":\"");
-        out.get_mut().put_slice(log_type.as_str().as_bytes());
-        out.get_mut().put_slice(b"\",\"entries\":[");
-        let mut ends = Vec::with_capacity(rows.len());
-        for (i, row) in rows.iter().enumerate() {
-            if i > 0 {
-                out.get_mut().put_u8(b',');
-            }
-            write(&mut out, &entry(row));
-            ends.push(out.get_ref().len() as u32);
+            });
         }
-        out.get_mut().put_slice(CLOSE);
-        let body = out.into_inner().freeze();
-        let hash = xxhash_rust::xxh3::xxh3_64(&body);
-        Self {
-            etag: etag(format!("\"{hash:016x}\"")),
-            body,
-            ends,
-            fetched_limit: limit,
-            hash,
-            fetched_at,
-        }
+        page.finish(now)
     }
 
     /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
@@ -141,18 +185,6 @@ fn etag(text: String) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(text)).expect("hex digits and quotes")
 }
 
-/// Lets the builder write values of different types through one small closure.
-mod erased {
-    pub trait Json {
-        fn write(&self, out: &mut bytes::buf::Writer<bytes::BytesMut>);
-    }
-    impl<T: serde::Serialize> Json for T {
-        fn write(&self, out: &mut bytes::buf::Writer<bytes::BytesMut>) {
-            serde_json::to_writer(out, self).expect("serializing to memory");
-        }
-    }
-}
-
 /// The first `max` characters of `s`.
 pub fn cut_chars(s: &str, max: usize) -> &str {
     match s.char_indices().nth(max) {
@@ -166,10 +198,9 @@ struct Timestamp(i64);
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let text = DateTime::from_timestamp_millis(self.0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
-        s.serialize_str(&text)
+        let time = DateTime::from_timestamp_millis(self.0).unwrap_or_default();
+        // Written straight into the body, no String in between.
+        s.collect_str(&time.format("%Y-%m-%dT%H:%M:%S%.3fZ"))
     }
 }
 

@@ -10,11 +10,10 @@ use tokio::sync::Semaphore;
 use crate::api::error::ApiError;
 use crate::api::params::LogQuery;
 use crate::cache::PageCache;
-use crate::clickhouse::client::LogRows;
 use crate::clickhouse::ChClient;
 use crate::config::Settings;
 use crate::metrics::Metrics;
-use crate::page::Page;
+use crate::page::{Page, PageBuilder};
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
@@ -70,9 +69,10 @@ impl Core {
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let query_id = format!("{request_id}.{n}");
         let started = Instant::now();
-        let rows = self.ch.logs(q, since_ms, &query_id).await;
-        let outcome = match &rows {
-            Ok(_) => "ok",
+        let mut page = PageBuilder::new(&q.app_id, q.log_type, q.limit);
+        let result = self.ch.logs(q, since_ms, &query_id, &mut page).await;
+        let outcome = match &result {
+            Ok(()) => "ok",
             Err(e) => {
                 self.metrics
                     .clickhouse_errors
@@ -85,11 +85,8 @@ impl Core {
             .query_duration
             .with_label_values(&[q.log_type.as_str(), outcome])
             .observe(started.elapsed().as_secs_f64());
-        let now = Instant::now();
-        Ok(match rows? {
-            LogRows::Runtime(rows) => Page::from_runtime(&q.app_id, &rows, q.limit, now),
-            LogRows::Requests(rows) => Page::from_requests(&q.app_id, &rows, q.limit, now),
-        })
+        result?;
+        Ok(page.finish(Instant::now()))
     }
 }
 

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use clickhouse::query::Query;
 use clickhouse::sql::Identifier;
-use clickhouse::{Client, Compression, RowOwned, RowRead, RowWrite};
+use clickhouse::{Client, Compression, Row, RowOwned, RowRead, RowWrite};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use super::query::*;
+use super::rows::{LogSink, RequestEntryRow, RuntimeEntryRow};
 use super::{QueryError, RequestRow, RuntimeRow};
 use crate::api::params::{LogQuery, LogType};
 use crate::config::ClickHouseSettings;
@@ -24,12 +25,6 @@ pub struct ChClient {
     requests_table: String,
     database: String,
     query_timeout: Duration,
-}
-
-/// What a log query returns: rows of the table its `LogType` names.
-pub enum LogRows {
-    Runtime(Vec<RuntimeRow>),
-    Requests(Vec<RequestRow>),
 }
 
 impl ChClient {
@@ -71,13 +66,15 @@ impl ChClient {
         &self.client
     }
 
-    /// The newest rows of one app, newest first. `query_id` names the query on the server.
+    /// The newest rows of one app, newest first, handed to `sink` as they are decoded.
+    /// `query_id` names the query on the server.
     pub async fn logs(
         &self,
         q: &LogQuery,
         since_ms: i64,
         query_id: &str,
-    ) -> Result<LogRows, QueryError> {
+        sink: &mut impl LogSink,
+    ) -> Result<(), QueryError> {
         match q.log_type {
             LogType::Runtime => {
                 let query = match q.level.as_deref() {
@@ -95,8 +92,9 @@ impl ChClient {
                         .bind(since_ms)
                         .bind(level_spellings(level)),
                 };
-                let rows = self.fetch_all(query.bind(q.limit), query_id).await?;
-                Ok(LogRows::Runtime(rows))
+                let query = query.bind(q.limit);
+                self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| sink.runtime(row))
+                    .await
             }
             LogType::Requests => {
                 let query = self
@@ -106,18 +104,28 @@ impl ChClient {
                     .bind(&*q.app_id)
                     .bind(since_ms)
                     .bind(q.limit);
-                Ok(LogRows::Requests(self.fetch_all(query, query_id).await?))
+                self.each::<RequestEntryRow<'static>>(query, query_id, |row| sink.request(row))
+                    .await
             }
         }
     }
 
-    async fn fetch_all<T: RowOwned + RowRead>(
+    /// Runs `query`, calling `f` with each row as it is decoded (borrowed, not copied).
+    async fn each<T: Row + RowRead>(
         &self,
         query: Query,
         query_id: &str,
-    ) -> Result<Vec<T>, QueryError> {
+        mut f: impl FnMut(T::Value<'_>),
+    ) -> Result<(), QueryError> {
         let query = query.with_setting("query_id", query_id);
-        bounded(self.query_timeout, query.fetch_all::<T>()).await
+        let rows = async {
+            let mut cursor = query.fetch::<T>()?;
+            while let Some(row) = cursor.next().await? {
+                f(row);
+            }
+            Ok(())
+        };
+        bounded(self.query_timeout, rows).await
     }
 
     /// `SELECT 1` within `timeout`: what `/readyz` asks.

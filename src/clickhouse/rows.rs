@@ -26,3 +26,31 @@ pub struct RequestRow {
     pub user_agent: String,
     pub ip: String,
 }
+
+/// The runtime columns the endpoint returns, borrowed from the response buffer.
+#[derive(Debug, Row, Deserialize)]
+pub struct RuntimeEntryRow<'a> {
+    pub timestamp_ms: i64,
+    pub level: &'a str,
+    pub message: &'a str,
+    pub route_path: &'a str,
+    pub request_id: &'a str,
+}
+
+/// The request columns the endpoint returns, borrowed from the response buffer.
+#[derive(Debug, Row, Deserialize)]
+pub struct RequestEntryRow<'a> {
+    pub timestamp_ms: i64,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub status_code: u16,
+    pub duration_ms: f64,
+    pub user_agent: &'a str,
+    pub ip: &'a str,
+}
+
+/// Receives the rows of a log query one at a time, as they are decoded.
+pub trait LogSink {
+    fn runtime(&mut self, row: RuntimeEntryRow<'_>);
+    fn request(&mut self, row: RequestEntryRow<'_>);
+}
