@@ -69,7 +69,10 @@ impl PageBuilder {
 
     pub fn finish(mut self, fetched_at: Instant) -> Page {
         self.out.get_mut().put_slice(CLOSE);
-        let body = self.out.into_inner().freeze();
+        // An exact-size copy: the cache weighs a page by its length, and a buffer sized for
+        // `limit` entries would hold far more memory than a short page's length says.
+        let body = Bytes::copy_from_slice(self.out.get_ref());
+        self.ends.shrink_to_fit();
         let hash = xxhash_rust::xxh3::xxh3_64(&body);
         Page {
             etag: etag(format!("\"{hash:016x}\"")),
