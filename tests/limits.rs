@@ -90,7 +90,14 @@ async fn one_app_at_its_limit_never_limits_another_and_overrides_apply() {
 
 #[actix_web::test]
 async fn bad_requests_do_not_spend_the_apps_quota() {
-    let app = spawn_app_with(limited_settings()).await;
+    let mut settings = limited_settings();
+    // One request back per second: the test's steps take milliseconds.
+    settings.rate_limit.overrides.push(RateLimitOverride {
+        app_id: "careful-app".into(),
+        requests_per_second: 1,
+        burst: 3,
+    });
+    let app = spawn_app_with(settings).await;
     for _ in 0..10 {
         assert_eq!(
             app.get("careful-app", "hours=0").await.status(),
@@ -105,6 +112,12 @@ async fn bad_requests_do_not_spend_the_apps_quota() {
         header(&app.get("careful-app", "").await, "x-ratelimit-remaining"),
         2
     );
+    // Refusals after auth still show the quota, without spending it.
+    let refused = app.get("careful-app", "hours=0").await;
+    assert_eq!(header(&refused, "x-ratelimit-limit"), 3);
+    assert_eq!(header(&refused, "x-ratelimit-remaining"), 2);
+    let fresh = app.get("fresh-quota-app", "level=x").await;
+    assert_eq!(header(&fresh, "x-ratelimit-remaining"), 3);
 }
 
 /// Runs `count` distinct misses for each app at once, watching ClickHouse's process list.

@@ -3,7 +3,7 @@
 //! never waits on ClickHouse.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,10 @@ pub struct AppPolicy {
     requests_per_second: u32,
     slots: Arc<Semaphore>,
     slot_count: usize,
+    epoch: Instant,
+    /// The remaining burst after the last admitted or refused request (high 32 bits) and
+    /// when that was, in milliseconds since `epoch` (low 32 bits), for `peek`.
+    last: AtomicU64,
 }
 
 impl AppPolicy {
@@ -68,6 +72,33 @@ impl AppPolicy {
             requests_per_second: rps,
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
+            epoch: Instant::now(),
+            last: AtomicU64::new(u64::from(burst) << 32),
+        }
+    }
+
+    fn remember(&self, remaining: u32) {
+        let ms = self.epoch.elapsed().as_millis() as u32;
+        self.last.store(
+            u64::from(remaining) << 32 | u64::from(ms),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// The quota as it stands, without counting a request: for answers that did not reach
+    /// the limiter (400, 422, a full mailbox). GCRA refills one request per interval.
+    pub fn peek(&self) -> RateInfo {
+        let burst = self.quota.burst_size().get();
+        let last = self.last.load(Ordering::Relaxed);
+        let (remaining, at_ms) = ((last >> 32) as u32, last as u32);
+        let since = (self.epoch.elapsed().as_millis() as u32).wrapping_sub(at_ms);
+        let interval_ms = self.quota.replenish_interval().as_millis().max(1) as u64;
+        let refilled = (u64::from(since) / interval_ms).min(u64::from(burst)) as u32;
+        let remaining = remaining.saturating_add(refilled).min(burst);
+        RateInfo {
+            limit: burst,
+            remaining,
+            reset_seconds: ceil_seconds(self.quota.replenish_interval() * (burst - remaining)),
         }
     }
 
@@ -77,6 +108,7 @@ impl AppPolicy {
         match self.limiter.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
+                self.remember(remaining);
                 let refill = self.quota.replenish_interval() * (burst - remaining);
                 Ok(RateInfo {
                     limit: burst,
@@ -85,6 +117,7 @@ impl AppPolicy {
                 })
             }
             Err(not_until) => {
+                self.remember(0);
                 core.metrics.rate_limited.inc();
                 let wait = not_until.wait_time_from(self.limiter.clock().now());
                 let rate = RateInfo {

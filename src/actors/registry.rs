@@ -14,7 +14,7 @@ use actix::dev::{channel, SendError};
 use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
-use super::app::{AppActor, AppPolicy, Fetch};
+use super::app::{AppActor, AppPolicy, Fetch, RateInfo};
 use crate::api::error::ApiError;
 use crate::state::SharedCore;
 
@@ -130,6 +130,15 @@ impl Registry {
             }
         }
         Err(ApiError::Internal("app actor closed twice in a row".into()))
+    }
+
+    /// The app's quota as it stands, without counting a request.
+    pub fn rate_info(&self, app_id: &str) -> RateInfo {
+        match self.policies.get(app_id) {
+            Some(policy) => policy.peek(),
+            // No actor of the app lives: its quota is whole.
+            None => AppPolicy::new(app_id, &self.core.settings).peek(),
+        }
     }
 
     /// Live actors known to the registry.

@@ -29,19 +29,31 @@ pub async fn get_logs(
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     state.auth.authorize(authorization, app_id)?;
-    let query = LogQuery::parse(
+    // From here on the caller may see the app's quota, on refusals too.
+    let refused = |error: ApiError| {
+        let mut response = error.error_response();
+        set_rate_headers(response.headers_mut(), state.registry.rate_info(app_id));
+        Ok(response)
+    };
+    let query = match LogQuery::parse(
         app_id.into(),
         req.query_string(),
         &state.core.settings.logs.levels,
-    )?;
+    ) {
+        Ok(query) => query,
+        Err(error) => return refused(error),
+    };
 
     let request_id = request_id(&req, &state.core);
     let (reply, answer) = oneshot::channel();
-    state.registry.send(Fetch {
+    let fetch = Fetch {
         query,
         request_id: request_id.clone(),
         reply,
-    })?;
+    };
+    if let Err(error) = state.registry.send(fetch) {
+        return refused(error);
+    }
     let Reply { rate, outcome } = answer
         .await
         .map_err(|_| ApiError::Internal("the app actor dropped a request".into()))?;
