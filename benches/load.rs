@@ -280,6 +280,18 @@ async fn ch_query(http: &reqwest::Client, ch_url: &str, sql: &str) -> String {
     text
 }
 
+/// GET `url` with the bench key; the body.
+async fn get_body(http: &reqwest::Client, url: &str) -> bytes::Bytes {
+    let resp = http
+        .get(url)
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .expect("request");
+    assert!(resp.status().is_success(), "{url}: {}", resp.status());
+    resp.bytes().await.expect("body")
+}
+
 async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = http
         .get(format!("{base}/metrics"))
@@ -373,15 +385,7 @@ async fn main() {
 
     // The hot key, warmed; its exact body is what the static ceiling serves.
     let hot = format!("{}/v1/apps/demo-app-1/logs?hours=24&limit=100", main.base);
-    let body = http
-        .get(&hot)
-        .bearer_auth(KEY)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let body = get_body(&http, &hot).await;
     let static_body = body.clone();
     let static_port = free_port();
     let server = HttpServer::new(move || {
@@ -514,17 +518,8 @@ async fn main() {
             nocache.base
         );
         let t = Instant::now();
-        let ok = http
-            .get(&url)
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .is_ok();
+        get_body(&http, &url).await;
         proxy.push(t.elapsed().as_secs_f64() * 1e6);
-        assert!(ok);
         let since = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
         let sql = format!(
             "SELECT timestamp_ms, level, message, route_path, request_id FROM {DATABASE}.canvas_app_logs \

@@ -118,32 +118,14 @@ impl Page {
     /// A page of owned rows (seeded or inserted ones), as a query would have built it.
     pub fn from_runtime(app_id: &str, rows: &[RuntimeRow], limit: u32, now: Instant) -> Self {
         let mut page = PageBuilder::new(app_id, LogType::Runtime, limit);
-        for r in rows {
-            page.runtime(RuntimeEntryRow {
-                timestamp_ms: r.timestamp_ms,
-                level: &r.level,
-                message: &r.message,
-                route_path: &r.route_path,
-                request_id: &r.request_id,
-            });
-        }
+        rows.iter().for_each(|r| page.runtime(r.as_entry()));
         page.finish(now)
     }
 
     /// As `from_runtime`, for request rows.
     pub fn from_requests(app_id: &str, rows: &[RequestRow], limit: u32, now: Instant) -> Self {
         let mut page = PageBuilder::new(app_id, LogType::Requests, limit);
-        for r in rows {
-            page.request(RequestEntryRow {
-                timestamp_ms: r.timestamp_ms,
-                method: &r.method,
-                path: &r.path,
-                status_code: r.status_code,
-                duration_ms: r.duration_ms,
-                user_agent: &r.user_agent,
-                ip: &r.ip,
-            });
-        }
+        rows.iter().for_each(|r| page.request(r.as_entry()));
         page.finish(now)
     }
 
@@ -171,10 +153,6 @@ impl Page {
             body: body.freeze(),
             etag: etag(format!("\"{:016x}-{k}\"", self.hash)),
         }
-    }
-
-    pub fn entries(&self) -> usize {
-        self.ends.len()
     }
 
     /// Bytes this page holds, as the cache weighs it.

@@ -18,7 +18,6 @@ use crate::state::Core;
 pub struct Application {
     port: u16,
     server: Server,
-    state: web::Data<AppState>,
 }
 
 impl Application {
@@ -29,12 +28,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.server.workers;
         let core = Arc::new(Core::new(settings, Metrics::new()));
-        let state = web::Data::new(AppState {
+        let app_state = web::Data::new(AppState {
             auth: Auth::new(&core.settings.auth),
             registry: Arc::new(Registry::new(core.clone())),
             core,
         });
-        let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread: it may host app actors.
             app_state.registry.host_current_thread();
@@ -80,17 +78,11 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
-            state,
         })
     }
 
     pub fn port(&self) -> u16 {
         self.port
-    }
-
-    /// Live app actors, for tests and diagnostics.
-    pub fn app_actors(&self) -> usize {
-        self.state.registry.len()
     }
 
     /// A handle that stops the server.

@@ -141,15 +141,6 @@ impl Registry {
         }
     }
 
-    /// Live actors known to the registry.
-    pub fn len(&self) -> usize {
-        self.actors.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.actors.is_empty()
-    }
-
     fn actor(&self, key: &(usize, Arc<str>)) -> Arc<Entry> {
         if let Some(entry) = self.actors.get(key) {
             return entry.clone();

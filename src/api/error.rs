@@ -48,10 +48,6 @@ impl FieldError {
         }
     }
 
-    pub fn loc_name(&self) -> &str {
-        self.name
-    }
-
     fn to_json(&self) -> Value {
         let mut item = json!({
             "type": self.kind,

@@ -196,7 +196,7 @@ mod tests {
         match parse(q) {
             Err(ApiError::Validation(p)) => p
                 .into_iter()
-                .map(|f| (f.loc_name().into(), f.kind.into()))
+                .map(|f| (f.name.into(), f.kind.into()))
                 .collect(),
             other => panic!("expected 422 for {q:?}, got {other:?}"),
         }

@@ -80,7 +80,7 @@ impl ChClient {
                 let query = match q.level.as_deref() {
                     None => self
                         .client
-                        .query(RUNTIME_LOGS)
+                        .query(LOGS)
                         .bind(Identifier(&self.runtime_table))
                         .bind(&*q.app_id)
                         .bind(since_ms),
@@ -99,7 +99,7 @@ impl ChClient {
             LogType::Requests => {
                 let query = self
                     .client
-                    .query(REQUEST_LOGS)
+                    .query(LOGS)
                     .bind(Identifier(&self.requests_table))
                     .bind(&*q.app_id)
                     .bind(since_ms)

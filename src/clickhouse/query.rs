@@ -1,19 +1,14 @@
 //! Fixed SQL templates. Values arrive only through `bind` (escaped by the `clickhouse` crate),
 //! table names only as validated identifiers from configuration.
 
-/// Newest runtime rows of one app since a moment, optionally of some levels.
-pub(crate) const RUNTIME_LOGS: &str = "SELECT ?fields FROM ? \
+/// Newest rows of one app since a moment, from either log table.
+pub(crate) const LOGS: &str = "SELECT ?fields FROM ? \
      WHERE app_id = ? AND timestamp_ms >= ? \
      ORDER BY timestamp_ms DESC LIMIT ?";
 
-/// As `RUNTIME_LOGS`, keeping only rows whose lower-cased level is in a bound array.
+/// As `LOGS` on the runtime table, keeping only rows whose lower-cased level is in a bound array.
 pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT ?fields FROM ? \
      WHERE app_id = ? AND timestamp_ms >= ? AND has(?, lower(level)) \
-     ORDER BY timestamp_ms DESC LIMIT ?";
-
-/// Newest request rows of one app since a moment.
-pub(crate) const REQUEST_LOGS: &str = "SELECT ?fields FROM ? \
-     WHERE app_id = ? AND timestamp_ms >= ? \
      ORDER BY timestamp_ms DESC LIMIT ?";
 
 pub(crate) const CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS ?";

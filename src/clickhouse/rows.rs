@@ -49,6 +49,34 @@ pub struct RequestEntryRow<'a> {
     pub ip: &'a str,
 }
 
+impl RuntimeRow {
+    /// The columns the endpoint returns, borrowed.
+    pub fn as_entry(&self) -> RuntimeEntryRow<'_> {
+        RuntimeEntryRow {
+            timestamp_ms: self.timestamp_ms,
+            level: &self.level,
+            message: &self.message,
+            route_path: &self.route_path,
+            request_id: &self.request_id,
+        }
+    }
+}
+
+impl RequestRow {
+    /// The columns the endpoint returns, borrowed.
+    pub fn as_entry(&self) -> RequestEntryRow<'_> {
+        RequestEntryRow {
+            timestamp_ms: self.timestamp_ms,
+            method: &self.method,
+            path: &self.path,
+            status_code: self.status_code,
+            duration_ms: self.duration_ms,
+            user_agent: &self.user_agent,
+            ip: &self.ip,
+        }
+    }
+}
+
 /// Receives the rows of a log query one at a time, as they are decoded.
 pub trait LogSink {
     fn runtime(&mut self, row: RuntimeEntryRow<'_>);
