@@ -44,13 +44,11 @@ pub enum CacheResult {
 }
 
 impl CacheResult {
+    /// Every `result` label value, in the order the variants are declared.
+    pub const LABELS: [&'static str; 4] = ["hit", "miss", "stale", "coalesced"];
+
     pub fn label(self) -> &'static str {
-        match self {
-            CacheResult::Hit => "hit",
-            CacheResult::Miss => "miss",
-            CacheResult::Stale => "stale",
-            CacheResult::Coalesced => "coalesced",
-        }
+        Self::LABELS[self as usize]
     }
 
     pub fn header(self) -> &'static str {

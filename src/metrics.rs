@@ -1,5 +1,8 @@
 //! One owned Prometheus registry and the handles the service records into.
 
+use crate::api::params::LogType;
+use crate::cache::CacheResult;
+use crate::clickhouse::QueryError;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -91,14 +94,14 @@ impl Metrics {
             registry,
         };
         // Every bounded label value exists from the start, so dashboards see zeros.
-        for kind in ["unavailable", "timeout", "exception", "protocol"] {
+        for kind in QueryError::KINDS {
             metrics.clickhouse_errors.with_label_values(&[kind]);
         }
-        for log_type in ["runtime", "requests"] {
-            for result in ["hit", "miss", "stale", "coalesced"] {
+        for log_type in LogType::ALL {
+            for result in CacheResult::LABELS {
                 metrics
                     .cache_requests
-                    .with_label_values(&[log_type, result]);
+                    .with_label_values(&[log_type.as_str(), result]);
             }
         }
         metrics

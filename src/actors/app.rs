@@ -94,7 +94,12 @@ impl AppPolicy {
         let since = (self.epoch.elapsed().as_millis() as u32).wrapping_sub(at_ms);
         let interval_ms = self.quota.replenish_interval().as_millis().max(1) as u64;
         let refilled = (u64::from(since) / interval_ms).min(u64::from(burst)) as u32;
-        let remaining = remaining.saturating_add(refilled).min(burst);
+        self.rate(remaining.saturating_add(refilled).min(burst))
+    }
+
+    /// The headers' view of the quota with `remaining` requests left of the burst.
+    fn rate(&self, remaining: u32) -> RateInfo {
+        let burst = self.quota.burst_size().get();
         RateInfo {
             limit: burst,
             remaining,
@@ -109,12 +114,7 @@ impl AppPolicy {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 self.remember(remaining);
-                let refill = self.quota.replenish_interval() * (burst - remaining);
-                Ok(RateInfo {
-                    limit: burst,
-                    remaining,
-                    reset_seconds: ceil_seconds(refill),
-                })
+                Ok(self.rate(remaining))
             }
             Err(not_until) => {
                 self.remember(0);

@@ -137,7 +137,14 @@ impl Registry {
         match self.policies.get(app_id) {
             Some(policy) => policy.peek(),
             // No actor of the app lives: its quota is whole.
-            None => AppPolicy::new(app_id, &self.core.settings).peek(),
+            None => {
+                let (_, burst) = self.core.settings.rate_limit.for_app(app_id);
+                RateInfo {
+                    limit: burst,
+                    remaining: burst,
+                    reset_seconds: 0,
+                }
+            }
         }
     }
 

@@ -16,6 +16,8 @@ pub enum LogType {
 }
 
 impl LogType {
+    pub const ALL: [LogType; 2] = [LogType::Runtime, LogType::Requests];
+
     pub fn as_str(self) -> &'static str {
         match self {
             LogType::Runtime => "runtime",

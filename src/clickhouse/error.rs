@@ -24,14 +24,18 @@ pub enum QueryError {
 const TIMEOUT_EXCEEDED: u32 = 159;
 
 impl QueryError {
+    /// Every `kind` label value.
+    pub const KINDS: [&'static str; 4] = ["unavailable", "timeout", "exception", "protocol"];
+
     /// The bounded `kind` label of `logproxy_clickhouse_errors_total`.
     pub fn kind(&self) -> &'static str {
-        match self {
-            QueryError::Unavailable(_) => "unavailable",
-            QueryError::Timeout(_) => "timeout",
-            QueryError::Exception { .. } => "exception",
-            QueryError::Protocol(_) => "protocol",
-        }
+        let index = match self {
+            QueryError::Unavailable(_) => 0,
+            QueryError::Timeout(_) => 1,
+            QueryError::Exception { .. } => 2,
+            QueryError::Protocol(_) => 3,
+        };
+        Self::KINDS[index]
     }
 
     pub(crate) fn classify(error: clickhouse::error::Error, timeout: Duration) -> Self {
