@@ -417,14 +417,7 @@ async fn main() {
 
     // e. static ceiling, then a. hot hits: same generator, connections and bytes.
     let static_url = format!("http://127.0.0.1:{static_port}/static");
-    let warm = http
-        .get(&static_url)
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let warm = get_body(&http, &static_url).await;
     assert_eq!(warm, body, "the static route serves the hot key's bytes");
     // Three rounds in turn, so a noisy neighbour hits both alike; medians are reported.
     let mut ratios = Vec::new();

@@ -88,12 +88,7 @@ impl Core {
         result?;
         Ok(page.finish(Instant::now()))
     }
-}
 
-/// Shared handle.
-pub type SharedCore = Arc<Core>;
-
-impl Core {
     /// A new request id, e.g. `3f9a0c2e71d4b8a5-1c`.
     pub fn next_request_id(&self) -> String {
         let n = self.requests.fetch_add(1, Ordering::Relaxed);
@@ -107,3 +102,6 @@ impl Core {
             .inc();
     }
 }
+
+/// Shared handle.
+pub type SharedCore = Arc<Core>;
