@@ -31,6 +31,7 @@ impl Application {
         let app_state = web::Data::new(AppState {
             auth: Auth::new(&core.settings.auth),
             registry: Arc::new(Registry::new(core.clone())),
+            openapi: api::openapi::rendered(&core.settings.logs.levels),
             core,
         });
         let mut server = HttpServer::new(move || {

@@ -18,4 +18,6 @@ pub struct AppState {
     pub core: SharedCore,
     pub auth: Auth,
     pub registry: Arc<Registry>,
+    /// `/openapi.json`, rendered once.
+    pub openapi: bytes::Bytes,
 }

@@ -1,11 +1,96 @@
-//! `GET /openapi.json`: the OpenAPI 3.1 document of this service, shipped in the binary.
+//! `GET /openapi.json`: the OpenAPI 3.1 document. `openapi.json` is the hand-written frame
+//! (paths, schemas, prose); what the code owns is filled in from the code, so the two cannot
+//! drift: every error example is rendered by `ApiError` itself, the enums come from
+//! `LogType` and the configured levels, the integer bounds from `domain`.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use serde_json::{json, Value};
 
-pub const OPENAPI_JSON: &str = include_str!("openapi.json");
+use super::error::ApiError;
+use super::AppState;
+use crate::domain::{IntParam, LogType, HOURS, LIMIT};
 
-pub async fn openapi() -> HttpResponse {
+const FRAME: &str = include_str!("openapi.json");
+const LOGS_PATH: &str = "/v1/apps/{app_id}/logs";
+
+/// The document for a service that accepts `levels`.
+pub fn document(levels: &[String]) -> Value {
+    let mut doc: Value = serde_json::from_str(FRAME).expect("openapi.json is valid JSON");
+    for error in ApiError::samples() {
+        if let ApiError::RouteNotFound { .. } = error {
+            continue; // not an answer of the logs path
+        }
+        let (status, body) = error.to_json();
+        let name = doc["paths"][LOGS_PATH]["get"]["responses"][status.as_str()]["$ref"]
+            .as_str()
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap_or_else(|| panic!("openapi.json: the logs path lacks a {status} response"))
+            .to_owned();
+        let example = body["error"]["code"]
+            .as_str()
+            .unwrap_or("validation")
+            .to_owned();
+        doc["components"]["responses"][&name]["content"]["application/json"]["examples"]
+            [&example] = json!({ "value": body });
+    }
+    let params = &mut doc["components"]["parameters"];
+    params["LogType"]["schema"]["enum"] = json!(LogType::ALL.map(LogType::as_str));
+    let mut level_values: Vec<&str> = levels.iter().map(String::as_str).collect();
+    if levels.iter().any(|l| l == "warn") {
+        level_values.push("warning");
+    }
+    level_values.push(""); // empty counts as absent
+    params["Level"]["schema"]["anyOf"][0]["enum"] = json!(level_values);
+    for (name, p) in [("Hours", HOURS), ("Limit", LIMIT)] {
+        bounds(&mut params[name]["schema"], p);
+    }
+    doc
+}
+
+fn bounds(schema: &mut Value, p: IntParam) {
+    schema["minimum"] = p.min.into();
+    schema["maximum"] = p.max.into();
+    schema["default"] = p.default.into();
+}
+
+/// The document as served, rendered once at start-up.
+pub fn rendered(levels: &[String]) -> Bytes {
+    serde_json::to_vec(&document(levels))
+        .expect("serializing JSON")
+        .into()
+}
+
+pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(OPENAPI_JSON)
+        .body(state.openapi.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_the_logs_path_answers_has_its_rendered_example() {
+        let doc = document(&["info".into(), "warn".into()]);
+        let responses = &doc["components"]["responses"];
+        for error in ApiError::samples() {
+            let (status, body) = error.to_json();
+            if let ApiError::RouteNotFound { .. } = error {
+                continue;
+            }
+            let reference = &doc["paths"][LOGS_PATH]["get"]["responses"][status.as_str()]["$ref"];
+            let name = reference.as_str().unwrap().rsplit('/').next().unwrap();
+            let examples = &responses[name]["content"]["application/json"]["examples"];
+            let found = examples
+                .as_object()
+                .unwrap()
+                .values()
+                .any(|e| e["value"] == body);
+            assert!(found, "{status}: {body}");
+        }
+        let level = &doc["components"]["parameters"]["Level"]["schema"]["anyOf"][0]["enum"];
+        assert_eq!(level, &json!(["info", "warn", "warning", ""]));
+    }
 }
