@@ -6,8 +6,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use logproxy::api::params::LogQuery;
-use logproxy::cache::CacheKey;
+use logproxy::api::params::parse_query;
 use logproxy::config::LogsSettings;
 use logproxy::page::Page;
 use logproxy::seed::{request_rows, runtime_rows, SeedPlan};
@@ -36,7 +35,7 @@ fn parse(c: &mut Criterion) {
     ] {
         group.throughput(Throughput::Bytes(query.len() as u64));
         group.bench_function(name, |b| {
-            b.iter(|| LogQuery::parse(black_box("demo-app-1".into()), black_box(query), &levels))
+            b.iter(|| parse_query(black_box("demo-app-1".into()), black_box(query), &levels))
         });
     }
     group.finish();
@@ -44,11 +43,11 @@ fn parse(c: &mut Criterion) {
 
 fn cache_key(c: &mut Criterion) {
     let levels = LogsSettings::default().levels;
-    let query = LogQuery::parse("demo-app-1".into(), "hours=24&level=warn", &levels).unwrap();
+    let query = parse_query("demo-app-1".into(), "hours=24&level=warn", &levels).unwrap();
     let hasher = RandomState::new();
     c.bench_function("cache_key/build_and_hash", |b| {
         b.iter(|| {
-            let key = CacheKey::from(black_box(&query));
+            let key = black_box(&query).key.clone();
             hasher.hash_one(&key)
         })
     });

@@ -5,11 +5,24 @@ use std::collections::HashSet;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::api::error::ApiError;
 use crate::config::AuthSettings;
 
 /// The scope a key needs to read logs.
 pub const LOGS_READ: &str = "logs:read";
+
+/// Why a request may not read an app's logs.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing API key")]
+    Missing,
+    #[error("invalid API key")]
+    Invalid,
+    #[error("the key lacks the {required} scope")]
+    InsufficientScope { required: &'static str },
+    /// An app of another tenant; answered like an app that does not exist.
+    #[error("app {app_id} is not the tenant's")]
+    ForeignApp { app_id: String },
+}
 
 pub struct Auth {
     enabled: bool,
@@ -60,13 +73,13 @@ impl Auth {
 
     /// Checks `Authorization` for `app_id`: 401 without a known key, 403 without the scope,
     /// 404 (the same as a missing app) for an app of another tenant.
-    pub fn authorize(&self, authorization: Option<&[u8]>, app_id: &str) -> Result<(), ApiError> {
+    pub fn authorize(&self, authorization: Option<&[u8]>, app_id: &str) -> Result<(), AuthError> {
         if !self.enabled {
             return Ok(());
         }
         let key = authorization
             .and_then(bearer_token)
-            .ok_or(ApiError::MissingApiKey)?;
+            .ok_or(AuthError::Missing)?;
         let digest: [u8; 32] = Sha256::digest(key).into();
         // Compare against every stored digest, whatever matched, so timing shows nothing.
         let mut found = None;
@@ -75,16 +88,16 @@ impl Auth {
                 found = Some(*tenant);
             }
         }
-        let tenant = &self.tenants[found.ok_or(ApiError::InvalidApiKey)?];
+        let tenant = &self.tenants[found.ok_or(AuthError::Invalid)?];
         if !tenant.scopes.contains(LOGS_READ) {
-            return Err(ApiError::InsufficientScope {
+            return Err(AuthError::InsufficientScope {
                 required: LOGS_READ,
             });
         }
         if tenant.all_apps || tenant.apps.contains(app_id) {
             Ok(())
         } else {
-            Err(ApiError::AppNotFound {
+            Err(AuthError::ForeignApp {
                 app_id: app_id.to_owned(),
             })
         }
@@ -140,26 +153,26 @@ mod tests {
         let check = |h: Option<&str>, app| auth.authorize(h.map(str::as_bytes), app);
         assert!(check(Some("Bearer key-a"), "app-a").is_ok());
         assert!(check(Some("bearer  key-a "), "app-a").is_ok());
-        assert!(matches!(check(None, "app-a"), Err(ApiError::MissingApiKey)));
+        assert!(matches!(check(None, "app-a"), Err(AuthError::Missing)));
         assert!(matches!(
             check(Some("Basic x"), "app-a"),
-            Err(ApiError::MissingApiKey)
+            Err(AuthError::Missing)
         ));
         assert!(matches!(
             check(Some("Bearer "), "app-a"),
-            Err(ApiError::MissingApiKey)
+            Err(AuthError::Missing)
         ));
         assert!(matches!(
             check(Some("Bearer nope"), "app-a"),
-            Err(ApiError::InvalidApiKey)
+            Err(AuthError::Invalid)
         ));
         assert!(matches!(
             check(Some("Bearer key-a"), "app-b"),
-            Err(ApiError::AppNotFound { .. })
+            Err(AuthError::ForeignApp { .. })
         ));
         assert!(matches!(
             check(Some("Bearer key-b"), "app-a"),
-            Err(ApiError::InsufficientScope { .. })
+            Err(AuthError::InsufficientScope { .. })
         ));
     }
 }

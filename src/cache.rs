@@ -8,29 +8,20 @@ use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
 
-use crate::api::error::ApiError;
-use crate::api::params::{LogQuery, LogType};
+use crate::clickhouse::QueryError;
 use crate::config::CacheSettings;
+use crate::domain::QueryKey;
 use crate::page::{Page, PageView};
 
-/// Everything that selects a page except `limit`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct CacheKey {
-    pub app_id: Arc<str>,
-    pub log_type: LogType,
-    pub hours: u32,
-    pub level: Option<Arc<str>>,
-}
-
-impl From<&LogQuery> for CacheKey {
-    fn from(q: &LogQuery) -> Self {
-        Self {
-            app_id: q.app_id.clone(),
-            log_type: q.log_type,
-            hours: q.hours,
-            level: q.level.clone(),
-        }
-    }
+/// Why the miss path produced no page. Every variant is a failure a stale page may stand
+/// in for: the store is down, slow, failing or busy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] QueryError),
+    /// No query slot (of the app or of the process) freed within `queue_timeout_ms`.
+    #[error("no query slot within the queue timeout")]
+    Overloaded,
 }
 
 /// How a request was answered, for `X-Cache` and `logproxy_cache_requests_total`.
@@ -69,9 +60,9 @@ pub struct Served {
 }
 
 pub struct PageCache {
-    pages: Cache<CacheKey, Arc<Page>>,
+    pages: Cache<QueryKey, Arc<Page>>,
     /// Queries under way; a second request for the same key and limit waits on the first.
-    inflight: moka::future::Cache<(CacheKey, u32), Arc<Page>>,
+    inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
     ttl: Duration,
     keep: Duration,
     max_bytes: u64,
@@ -100,7 +91,7 @@ impl PageCache {
     }
 
     /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
-    pub fn hit(&self, key: &CacheKey, limit: u32) -> Option<Served> {
+    pub fn hit(&self, key: &QueryKey, limit: u32) -> Option<Served> {
         let page = self.fresh(key, limit, Instant::now())?;
         Some(self.serve(&page, limit, CacheResult::Hit))
     }
@@ -109,13 +100,13 @@ impl PageCache {
     /// upstream failure, a stale page (within `stale_if_error_seconds`) instead of the error.
     pub async fn get_or_fetch<F, Fut>(
         &self,
-        key: CacheKey,
+        key: QueryKey,
         limit: u32,
         fetch: F,
-    ) -> Result<Served, ApiError>
+    ) -> Result<Served, FetchError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Page, ApiError>>,
+        Fut: Future<Output = Result<Page, FetchError>>,
     {
         let ran_query = AtomicBool::new(false);
         let flight = (key.clone(), limit);
@@ -129,7 +120,7 @@ impl PageCache {
                 ran_query.store(true, Ordering::Relaxed);
                 let page = Arc::new(fetch().await?);
                 self.store(key.clone(), &page);
-                Ok::<_, ApiError>(page)
+                Ok::<_, FetchError>(page)
             })
             .await;
         let led = ran_query.load(Ordering::Relaxed);
@@ -147,24 +138,22 @@ impl PageCache {
                 Ok(self.serve(&page, limit, result))
             }
             Err(error) => {
-                let error = Arc::unwrap_or_clone(error);
-                if is_upstream_failure(&error) {
-                    if let Some(page) = self.usable_stale(&key, limit) {
-                        return Ok(self.serve(&page, limit, CacheResult::Stale));
-                    }
+                // Every fetch failure is one a stale page may stand in for.
+                match self.usable_stale(&key, limit) {
+                    Some(page) => Ok(self.serve(&page, limit, CacheResult::Stale)),
+                    None => Err(Arc::unwrap_or_clone(error)),
                 }
-                Err(error)
             }
         }
     }
 
-    fn fresh(&self, key: &CacheKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
+    fn fresh(&self, key: &QueryKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
         (now.saturating_duration_since(page.fetched_at) < self.ttl && page.covers(limit))
             .then_some(page)
     }
 
-    fn usable_stale(&self, key: &CacheKey, limit: u32) -> Option<Arc<Page>> {
+    fn usable_stale(&self, key: &QueryKey, limit: u32) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
         (page.fetched_at.elapsed() < self.keep && page.covers(limit)).then_some(page)
     }
@@ -181,7 +170,7 @@ impl PageCache {
         }
     }
 
-    fn store(&self, key: CacheKey, page: &Arc<Page>) {
+    fn store(&self, key: QueryKey, page: &Arc<Page>) {
         // A body larger than the whole budget is served but never cached.
         if self.ttl.is_zero() || page.weight() as u64 > self.max_bytes {
             return;
@@ -198,7 +187,169 @@ impl PageCache {
     }
 }
 
-/// Failures that a stale page may stand in for: the store is down, slow, failing or busy.
-fn is_upstream_failure(error: &ApiError) -> bool {
-    matches!(error, ApiError::Upstream(_) | ApiError::Overloaded { .. })
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::clickhouse::RuntimeRow;
+    use crate::domain::LogType;
+
+    const TTL: u64 = 10;
+    const STALE: u64 = 300;
+
+    fn cache() -> PageCache {
+        PageCache::new(&CacheSettings {
+            ttl_seconds: TTL,
+            max_bytes: 1 << 20,
+            stale_if_error_seconds: STALE,
+        })
+    }
+
+    fn key(app: &str) -> QueryKey {
+        QueryKey {
+            app_id: app.into(),
+            log_type: LogType::Runtime,
+            hours: 1,
+            level: None,
+        }
+    }
+
+    /// A page of `rows` entries fetched with `limit`, `age` ago.
+    fn page(rows: usize, limit: u32, age: Duration) -> Page {
+        let rows: Vec<_> = (0..rows as i64)
+            .map(|i| RuntimeRow {
+                app_id: "a".into(),
+                timestamp_ms: 1_000_000 - i,
+                level: "info".into(),
+                message: "m".into(),
+                route_path: "/".into(),
+                request_id: "r".into(),
+            })
+            .collect();
+        Page::from_runtime("a", &rows, limit, Instant::now() - age)
+    }
+
+    fn entries(served: &Served) -> usize {
+        let body: serde_json::Value = serde_json::from_slice(&served.view.body).unwrap();
+        body["entries"].as_array().unwrap().len()
+    }
+
+    fn unavailable() -> FetchError {
+        FetchError::Upstream(QueryError::Unavailable("test".into()))
+    }
+
+    /// Stores `p` under `k` through the miss path.
+    async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
+        c.get_or_fetch(k.clone(), limit, || async { Ok(p) })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn concurrent_misses_for_one_key_and_limit_run_one_fetch() {
+        let c = cache();
+        let fetches = AtomicUsize::new(0);
+        let fetch = || async {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(page(3, 10, Duration::ZERO))
+        };
+        let all =
+            futures_util::future::join_all((0..8).map(|_| c.get_or_fetch(key("a"), 10, fetch)))
+                .await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        let results: Vec<_> = all.iter().map(|r| r.as_ref().unwrap().result).collect();
+        assert_eq!(
+            results.iter().filter(|r| **r == CacheResult::Miss).count(),
+            1
+        );
+        assert_eq!(
+            results
+                .iter()
+                .filter(|r| **r == CacheResult::Coalesced)
+                .count(),
+            7
+        );
+        assert!(all.iter().all(|r| entries(r.as_ref().unwrap()) == 3));
+    }
+
+    #[tokio::test]
+    async fn a_full_page_answers_smaller_limits_and_a_short_page_answers_any() {
+        let c = cache();
+        store(&c, &key("full"), 5, page(5, 5, Duration::ZERO)).await;
+        let hit = c
+            .hit(&key("full"), 3)
+            .expect("limit 3 is inside a page of 5");
+        assert_eq!((hit.result, entries(&hit)), (CacheResult::Hit, 3));
+        assert!(c.hit(&key("full"), 6).is_none(), "6 > the 5 fetched");
+
+        store(&c, &key("short"), 5, page(2, 5, Duration::ZERO)).await;
+        let hit = c.hit(&key("short"), 1000).expect("the window holds only 2");
+        assert_eq!(entries(&hit), 2);
+    }
+
+    #[tokio::test]
+    async fn a_page_past_its_ttl_is_no_hit_but_stands_in_for_a_failed_fetch() {
+        let c = cache();
+        let k = key("old");
+        store(&c, &k, 10, page(2, 10, Duration::from_secs(TTL + 1))).await;
+        assert!(c.hit(&k, 10).is_none(), "expired pages are not hits");
+
+        let served = c
+            .get_or_fetch(k.clone(), 10, || async { Err(unavailable()) })
+            .await
+            .expect("stale-if-error");
+        assert_eq!((served.result, served.max_age), (CacheResult::Stale, 0));
+        let overloaded = c
+            .get_or_fetch(k, 10, || async { Err(FetchError::Overloaded) })
+            .await;
+        assert_eq!(overloaded.unwrap().result, CacheResult::Stale);
+    }
+
+    #[tokio::test]
+    async fn past_the_stale_window_or_without_a_page_the_failure_is_returned() {
+        let c = cache();
+        let k = key("ancient");
+        store(
+            &c,
+            &k,
+            10,
+            page(2, 10, Duration::from_secs(TTL + STALE + 1)),
+        )
+        .await;
+        let outcome = c.get_or_fetch(k, 10, || async { Err(unavailable()) }).await;
+        assert!(matches!(outcome, Err(FetchError::Upstream(_))));
+        let outcome = c
+            .get_or_fetch(key("never"), 10, || async { Err(FetchError::Overloaded) })
+            .await;
+        assert!(matches!(outcome, Err(FetchError::Overloaded)));
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_cached_and_fresh_pages_carry_their_remaining_age() {
+        let c = cache();
+        let k = key("retry");
+        let failed = c.get_or_fetch(k.clone(), 10, || async { Err(unavailable()) });
+        assert!(failed.await.is_err());
+        let served = store(&c, &k, 10, page(1, 10, Duration::from_secs(3))).await;
+        assert_eq!(
+            (served.result, served.max_age),
+            (CacheResult::Miss, TTL - 4)
+        );
+        assert_eq!(c.hit(&k, 10).unwrap().result, CacheResult::Hit);
+    }
+
+    #[tokio::test]
+    async fn a_page_larger_than_the_budget_is_served_but_not_kept() {
+        let c = PageCache::new(&CacheSettings {
+            ttl_seconds: TTL,
+            max_bytes: 100,
+            stale_if_error_seconds: STALE,
+        });
+        let served = store(&c, &key("big"), 10, page(10, 10, Duration::ZERO)).await;
+        assert_eq!(entries(&served), 10);
+        assert!(c.hit(&key("big"), 10).is_none());
+        assert_eq!(c.usage(), (0, 0));
+    }
 }

@@ -1,8 +1,8 @@
 //! One owned Prometheus registry and the handles the service records into.
 
-use crate::api::params::LogType;
 use crate::cache::CacheResult;
 use crate::clickhouse::QueryError;
+use crate::domain::LogType;
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,

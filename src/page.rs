@@ -6,11 +6,10 @@ use std::time::Instant;
 use actix_web::http::header::HeaderValue;
 use bytes::buf::Writer;
 use bytes::{BufMut, Bytes, BytesMut};
-use chrono::{DateTime, SecondsFormat};
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
-use crate::api::params::LogType;
-use crate::clickhouse::rows::{LogSink, RequestEntryRow, RequestRow, RuntimeEntryRow, RuntimeRow};
+use crate::clickhouse::rows::{LogSink, RequestRow, RuntimeRow};
+use crate::domain::LogType;
 
 /// `message` is cut to this many characters (not bytes).
 pub const MESSAGE_MAX_CHARS: usize = 2000;
@@ -86,26 +85,8 @@ impl PageBuilder {
 }
 
 impl LogSink for PageBuilder {
-    fn runtime(&mut self, r: RuntimeEntryRow<'_>) {
-        self.push(&RuntimeEntry {
-            timestamp: Timestamp(r.timestamp_ms),
-            level: r.level,
-            message: cut_chars(r.message, MESSAGE_MAX_CHARS),
-            route_path: r.route_path,
-            request_id: r.request_id,
-        });
-    }
-
-    fn request(&mut self, r: RequestEntryRow<'_>) {
-        self.push(&RequestEntry {
-            timestamp: Timestamp(r.timestamp_ms),
-            method: r.method,
-            path: r.path,
-            status_code: r.status_code,
-            duration_ms: r.duration_ms,
-            user_agent: r.user_agent,
-            ip: r.ip,
-        });
+    fn entry(&mut self, entry: &impl Serialize) {
+        self.push(entry);
     }
 }
 
@@ -118,14 +99,14 @@ impl Page {
     /// A page of owned rows (seeded or inserted ones), as a query would have built it.
     pub fn from_runtime(app_id: &str, rows: &[RuntimeRow], limit: u32, now: Instant) -> Self {
         let mut page = PageBuilder::new(app_id, LogType::Runtime, limit);
-        rows.iter().for_each(|r| page.runtime(r.as_entry()));
+        rows.iter().for_each(|r| page.entry(&r.as_entry()));
         page.finish(now)
     }
 
     /// As `from_runtime`, for request rows.
     pub fn from_requests(app_id: &str, rows: &[RequestRow], limit: u32, now: Instant) -> Self {
         let mut page = PageBuilder::new(app_id, LogType::Requests, limit);
-        rows.iter().for_each(|r| page.request(r.as_entry()));
+        rows.iter().for_each(|r| page.entry(&r.as_entry()));
         page.finish(now)
     }
 
@@ -164,48 +145,6 @@ impl Page {
 /// A quoted hex validator as a header value (always visible ASCII).
 fn etag(text: String) -> HeaderValue {
     HeaderValue::from_maybe_shared(Bytes::from(text)).expect("hex digits and quotes")
-}
-
-/// The first `max` characters of `s`.
-pub fn cut_chars(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
-}
-
-/// Epoch milliseconds, written as RFC 3339 UTC with milliseconds and `Z`.
-struct Timestamp(i64);
-
-impl Serialize for Timestamp {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        // chrono's RFC 3339 writer beats its strftime-style `format` by 2x here
-        // (benches: serialize), small String and all.
-        let text = DateTime::from_timestamp_millis(self.0)
-            .unwrap_or_default()
-            .to_rfc3339_opts(SecondsFormat::Millis, true);
-        s.serialize_str(&text)
-    }
-}
-
-#[derive(Serialize)]
-struct RuntimeEntry<'a> {
-    timestamp: Timestamp,
-    level: &'a str,
-    message: &'a str,
-    route_path: &'a str,
-    request_id: &'a str,
-}
-
-#[derive(Serialize)]
-struct RequestEntry<'a> {
-    timestamp: Timestamp,
-    method: &'a str,
-    path: &'a str,
-    status_code: u16,
-    duration_ms: f64,
-    user_agent: &'a str,
-    ip: &'a str,
 }
 
 #[cfg(test)]
@@ -270,6 +209,6 @@ mod tests {
         let body: Value = serde_json::from_slice(&p.view(1).body).unwrap();
         let msg = body["entries"][0]["message"].as_str().unwrap();
         assert_eq!(msg.chars().count(), 2000);
-        assert_eq!(cut_chars("abc", 2000), "abc");
+        assert_eq!(crate::clickhouse::rows::cut_chars("abc", 2000), "abc");
     }
 }

@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::api::error::ApiError;
-use crate::api::params::LogQuery;
-use crate::cache::PageCache;
+use crate::cache::{FetchError, PageCache};
 use crate::clickhouse::ChClient;
 use crate::config::Settings;
+use crate::domain::LogQuery;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
 
@@ -54,9 +53,9 @@ impl Core {
         app_slots: &Semaphore,
         q: &LogQuery,
         request_id: &str,
-    ) -> Result<Page, ApiError> {
+    ) -> Result<Page, FetchError> {
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let overloaded = |_| ApiError::Overloaded { retry_after: 1 };
+        let overloaded = |_| FetchError::Overloaded;
         let _app_slot = tokio::time::timeout_at(deadline, app_slots.acquire())
             .await
             .map_err(overloaded)?;
@@ -64,12 +63,12 @@ impl Core {
             .await
             .map_err(overloaded)?;
 
-        let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.hours) * MS_PER_HOUR;
+        let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
         // Unique on the server even when a client reuses its request id.
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let query_id = format!("{request_id}.{n}");
         let started = Instant::now();
-        let mut page = PageBuilder::new(&q.app_id, q.log_type, q.limit);
+        let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, q.limit);
         let result = self.ch.logs(q, since_ms, &query_id, &mut page).await;
         let outcome = match &result {
             Ok(()) => "ok",
@@ -83,7 +82,7 @@ impl Core {
         };
         self.metrics
             .query_duration
-            .with_label_values(&[q.log_type.as_str(), outcome])
+            .with_label_values(&[q.key.log_type.as_str(), outcome])
             .observe(started.elapsed().as_secs_f64());
         result?;
         Ok(page.finish(Instant::now()))

@@ -1,7 +1,10 @@
-//! The per-app actors and the registry that starts, spreads and forgets them.
+//! The per-app actors, the policy an app's actors share, and the registry that starts,
+//! spreads and forgets them.
 
 pub mod app;
+pub mod policy;
 pub mod registry;
 
-pub use app::{AppActor, Fetch, RateInfo, Reply};
-pub use registry::Registry;
+pub use app::{AppActor, Fetch, Reply, ServeError};
+pub use policy::{AppPolicy, RateInfo, RateLimited};
+pub use registry::{Registry, SendFailure};

@@ -14,8 +14,8 @@ use actix::dev::{channel, SendError};
 use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
-use super::app::{AppActor, AppPolicy, Fetch, RateInfo};
-use crate::api::error::ApiError;
+use super::app::{AppActor, Fetch};
+use super::policy::{AppPolicy, RateInfo};
 use crate::state::SharedCore;
 
 thread_local! {
@@ -26,42 +26,54 @@ thread_local! {
 /// The key of an actor that serves every thread (dedicated arbiters, or no host here).
 const ANY_HOST: usize = usize::MAX;
 
+/// Why a request could not be handed to its app's actor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// `actors.mailbox_capacity` messages are already waiting.
+    #[error("the app's mailbox is full")]
+    MailboxFull,
+    /// The actor stopped twice in a row between lookup and send.
+    #[error("the app's actor closed twice in a row")]
+    Closed,
+}
+
 /// A live actor: its address and the count of messages sent but not yet handled.
-pub(super) struct Entry {
+struct Entry {
     generation: u64,
     addr: Addr<AppActor>,
     queued: Arc<AtomicUsize>,
 }
 
-type ActorMap = DashMap<(usize, Arc<str>), Arc<Entry>>;
-type PolicyMap = DashMap<Arc<str>, Arc<AppPolicy>>;
-
-/// Where an actor lives, so it can take itself out of the registry when it stops.
-pub(super) struct Home {
-    key: (usize, Arc<str>),
-    generation: u64,
-    actors: Arc<ActorMap>,
-    policies: Arc<PolicyMap>,
+/// An app's shared policy and how many of its actors live.
+struct App {
+    policy: Arc<AppPolicy>,
+    actors: usize,
 }
 
-impl Home {
-    /// Forgets this actor, and the app's policy once no other actor of the app holds it.
-    pub(super) fn forget(&self, policy: &Arc<AppPolicy>) {
-        let generation = self.generation;
+/// The registry's maps. Only the registry's own code edits them: directly, or through the
+/// `OnStop` callback it hands each actor it starts.
+#[derive(Default)]
+struct Maps {
+    /// The live actors, sharded so lookups of different apps do not contend.
+    actors: DashMap<(usize, Arc<str>), Arc<Entry>>,
+    apps: DashMap<Arc<str>, App>,
+}
+
+impl Maps {
+    /// An actor stopped: forget it, and its app's policy when it was the app's last actor.
+    fn forget(&self, key: &(usize, Arc<str>), generation: u64) {
         self.actors
-            .remove_if(&self.key, |_, e| e.generation == generation);
-        // Held by the map and by the stopping actor only: no other actor of the app lives.
-        self.policies.remove_if(&self.key.1, |_, p| {
-            Arc::ptr_eq(p, policy) && Arc::strong_count(p) <= 2
-        });
+            .remove_if(key, |_, e| e.generation == generation);
+        if let Some(mut app) = self.apps.get_mut(&key.1) {
+            app.actors -= 1;
+        }
+        self.apps.remove_if(&key.1, |_, app| app.actors == 0);
     }
 }
 
 pub struct Registry {
     core: SharedCore,
-    /// The live actors, sharded so lookups of different apps do not contend.
-    actors: Arc<ActorMap>,
-    policies: Arc<PolicyMap>,
+    maps: Arc<Maps>,
     /// Dedicated arbiter threads (`actors.arbiters` > 0), stopped with the registry.
     arbiters: Vec<Arbiter>,
     /// Where actors are started: the dedicated arbiters, or the HTTP workers' arbiters.
@@ -82,8 +94,7 @@ impl Registry {
         Self {
             hosts: RwLock::new(arbiters.iter().map(Arbiter::handle).collect()),
             arbiters,
-            actors: Arc::new(DashMap::new()),
-            policies: Arc::new(DashMap::new()),
+            maps: Arc::default(),
             next_arbiter: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             mailbox_capacity: core.settings.actors.mailbox_capacity,
@@ -103,19 +114,19 @@ impl Registry {
 
     /// Hands `msg` to its app's actor without waiting. The mailbox holds at most
     /// `actors.mailbox_capacity` messages; past that the request is 503 overloaded.
-    pub fn send(&self, msg: Fetch) -> Result<(), ApiError> {
+    pub fn send(&self, msg: Fetch) -> Result<(), SendFailure> {
         let host = match self.arbiters.is_empty() {
             true => HOST.get().unwrap_or(ANY_HOST),
             false => ANY_HOST,
         };
-        let key = (host, msg.query.app_id.clone());
+        let key = (host, msg.query.app_id().clone());
         let mut msg = msg;
         // A second try covers an actor that stopped between lookup and send.
         for _ in 0..2 {
             let entry = self.actor(&key);
             if entry.queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
                 entry.queued.fetch_sub(1, Ordering::AcqRel);
-                return Err(ApiError::Overloaded { retry_after: 1 });
+                return Err(SendFailure::MailboxFull);
             }
             // The count above is the bound; actix's own queue is unbounded and never parks.
             match entry.addr.try_send(msg) {
@@ -123,19 +134,20 @@ impl Registry {
                 Err(SendError::Full(back) | SendError::Closed(back)) => {
                     entry.queued.fetch_sub(1, Ordering::AcqRel);
                     let generation = entry.generation;
-                    self.actors
+                    self.maps
+                        .actors
                         .remove_if(&key, |_, e| e.generation == generation);
                     msg = back;
                 }
             }
         }
-        Err(ApiError::Internal("app actor closed twice in a row".into()))
+        Err(SendFailure::Closed)
     }
 
     /// The app's quota as it stands, without counting a request.
     pub fn rate_info(&self, app_id: &str) -> RateInfo {
-        match self.policies.get(app_id) {
-            Some(policy) => policy.peek(),
+        match self.maps.apps.get(app_id) {
+            Some(app) => app.policy.peek(),
             // No actor of the app lives: its quota is whole.
             None => {
                 let (_, burst) = self.core.settings.rate_limit.for_app(app_id);
@@ -149,10 +161,11 @@ impl Registry {
     }
 
     fn actor(&self, key: &(usize, Arc<str>)) -> Arc<Entry> {
-        if let Some(entry) = self.actors.get(key) {
+        if let Some(entry) = self.maps.actors.get(key) {
             return entry.clone();
         }
-        self.actors
+        self.maps
+            .actors
             .entry(key.clone())
             .or_insert_with(|| self.start(key.clone()))
             .clone()
@@ -170,17 +183,16 @@ impl Registry {
                 (index, _) => hosts[index].clone(),
             }
         };
-        let policy = self
-            .policies
-            .entry(key.1.clone())
-            .or_insert_with(|| Arc::new(AppPolicy::new(&key.1, &self.core.settings)))
-            .clone();
-        let home = Home {
-            key,
-            generation,
-            actors: self.actors.clone(),
-            policies: self.policies.clone(),
+        let policy = {
+            let mut app = self.maps.apps.entry(key.1.clone()).or_insert_with(|| App {
+                policy: Arc::new(self.new_policy(&key.1)),
+                actors: 0,
+            });
+            app.actors += 1;
+            app.policy.clone()
         };
+        let maps = self.maps.clone();
+        let on_stop = Box::new(move || maps.forget(&key, generation));
         let core = self.core.clone();
         let queued = Arc::new(AtomicUsize::new(0));
         let counter = queued.clone();
@@ -188,13 +200,26 @@ impl Registry {
         let (tx, rx) = channel::channel(0);
         host.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
-            actix::spawn(ctx.into_future(AppActor::new(home, core, counter, policy)));
+            actix::spawn(ctx.into_future(AppActor::new(on_stop, core, counter, policy)));
         });
         Arc::new(Entry {
             generation,
             addr: Addr::new(tx),
             queued,
         })
+    }
+}
+
+impl Registry {
+    fn new_policy(&self, app_id: &str) -> AppPolicy {
+        let settings = &self.core.settings;
+        let (rps, burst) = settings.rate_limit.for_app(app_id);
+        AppPolicy::new(
+            rps,
+            burst,
+            settings.clickhouse.max_concurrent_queries_per_app,
+            self.core.metrics.rate_limited.clone(),
+        )
     }
 }
 
@@ -213,14 +238,14 @@ mod tests {
     use tokio::sync::oneshot;
 
     use super::*;
-    use crate::api::params::LogQuery;
     use crate::config::Settings;
+    use crate::domain::{LogQuery, RawQuery};
     use crate::metrics::Metrics;
     use crate::state::Core;
 
     fn fetch(app_id: &str) -> (Fetch, oneshot::Receiver<crate::actors::Reply>) {
         let (reply, answer) = oneshot::channel();
-        let query = LogQuery::parse(app_id.into(), "", &["info".into()]).unwrap();
+        let query = LogQuery::new(app_id.into(), RawQuery::default(), &[]).unwrap();
         let request_id = "t".into();
         (
             Fetch {
@@ -250,10 +275,7 @@ mod tests {
             answers.push(answer);
         }
         let (msg, _) = fetch("busy-app");
-        assert!(matches!(
-            registry.send(msg),
-            Err(ApiError::Overloaded { .. })
-        ));
+        assert!(matches!(registry.send(msg), Err(SendFailure::MailboxFull)));
 
         for answer in answers {
             answer.await.expect("every queued request gets a reply");

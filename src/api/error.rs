@@ -1,256 +1,409 @@
-//! `ApiError`: every way a request can fail, mapped in this one place to the contract's
-//! ErrorResponse and 422 bodies.
+//! `ApiError`: every way a request can fail, built from the lower layers' errors at this
+//! boundary only, and mapped in this one place to the contract's ErrorResponse and 422
+//! bodies. The matches below name every variant, so a new one cannot go unhandled.
 
 use actix_web::http::{header, StatusCode};
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::{json, Value};
 
+use crate::actors::{RateLimited, SendFailure, ServeError};
+use crate::auth::{AuthError, LOGS_READ};
+use crate::cache::FetchError;
 use crate::clickhouse::QueryError;
-
-/// One invalid query parameter, shaped like a pydantic v2 error item.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FieldError {
-    pub kind: &'static str,
-    pub name: &'static str,
-    pub msg: String,
-    pub input: String,
-    pub ctx: Option<Value>,
-}
-
-impl FieldError {
-    pub fn int_parsing(name: &'static str, input: &str) -> Self {
-        Self {
-            kind: "int_parsing",
-            name,
-            msg: "Input should be a valid integer, unable to parse string as an integer".into(),
-            input: input.into(),
-            ctx: None,
-        }
-    }
-
-    pub fn greater_than_equal(name: &'static str, input: &str, ge: i64) -> Self {
-        Self {
-            kind: "greater_than_equal",
-            name,
-            msg: format!("Input should be greater than or equal to {ge}"),
-            input: input.into(),
-            ctx: Some(json!({ "ge": ge })),
-        }
-    }
-
-    pub fn less_than_equal(name: &'static str, input: &str, le: i64) -> Self {
-        Self {
-            kind: "less_than_equal",
-            name,
-            msg: format!("Input should be less than or equal to {le}"),
-            input: input.into(),
-            ctx: Some(json!({ "le": le })),
-        }
-    }
-
-    fn to_json(&self) -> Value {
-        let mut item = json!({
-            "type": self.kind,
-            "loc": ["query", self.name],
-            "msg": self.msg,
-            "input": self.input,
-        });
-        if let Some(ctx) = &self.ctx {
-            item["ctx"] = ctx.clone();
-        }
-        item
-    }
-}
+use crate::domain::{FieldProblem, IntRule, InvalidQuery, LogType};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
-    #[error("app not found")]
-    AppNotFound { app_id: String },
     #[error("route not found")]
     RouteNotFound { path: String },
-    #[error("missing API key")]
-    MissingApiKey,
-    #[error("invalid API key")]
-    InvalidApiKey,
-    #[error("insufficient scope")]
-    InsufficientScope { required: &'static str },
-    #[error("invalid query parameters")]
-    Validation(Vec<FieldError>),
-    #[error("invalid log_type")]
-    InvalidLogType { value: String },
-    #[error("invalid level")]
-    InvalidLevel { value: String, allowed: Vec<String> },
     #[error("method not allowed")]
     MethodNotAllowed { method: String },
-    #[error("rate limited")]
-    RateLimited {
-        limit: u32,
-        burst: u32,
-        retry_after: u64,
-    },
-    #[error("overloaded")]
-    Overloaded { retry_after: u64 },
+    /// The path's app id breaks the pattern.
+    #[error("app not found")]
+    AppNotFound { app_id: String },
     #[error(transparent)]
-    Upstream(#[from] QueryError),
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Query(#[from] InvalidQuery),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Send(#[from] SendFailure),
     #[error("internal error: {0}")]
     Internal(String),
 }
 
-impl ApiError {
-    /// `(type, code, message, details)` of the ErrorResponse body.
-    fn parts(&self) -> (&'static str, &'static str, String, Value) {
-        match self {
-            ApiError::AppNotFound { app_id } => (
-                "NotFoundError",
-                "app_not_found",
-                "App not found".into(),
-                json!({ "app_id": app_id }),
-            ),
-            ApiError::RouteNotFound { path } => (
-                "NotFoundError",
-                "not_found",
-                "Not found".into(),
-                json!({ "path": path }),
-            ),
-            ApiError::MissingApiKey => (
-                "UnauthorizedError",
-                "missing_api_key",
-                "Missing API key: send Authorization: Bearer <key>".into(),
-                Value::Null,
-            ),
-            ApiError::InvalidApiKey => (
-                "UnauthorizedError",
-                "invalid_api_key",
-                "Invalid API key".into(),
-                Value::Null,
-            ),
-            ApiError::InsufficientScope { required } => (
-                "ForbiddenError",
-                "insufficient_scope",
-                format!("The API key lacks the {required} scope"),
-                json!({ "required_scope": required }),
-            ),
-            ApiError::Validation(_) => unreachable!("422 has its own body"),
-            ApiError::InvalidLogType { value } => (
-                "BadRequestError",
-                "invalid_log_type",
-                "Invalid log_type: expected runtime or requests".into(),
-                json!({ "log_type": value, "allowed": ["runtime", "requests"] }),
-            ),
-            ApiError::InvalidLevel { value, allowed } => (
-                "BadRequestError",
-                "invalid_level",
-                format!("Invalid level: expected one of {}", allowed.join(", ")),
-                json!({ "level": value, "allowed": allowed }),
-            ),
-            ApiError::MethodNotAllowed { method } => (
-                "MethodNotAllowedError",
-                "method_not_allowed",
-                "Method not allowed: use GET or HEAD".into(),
-                json!({ "method": method, "allowed": ["GET", "HEAD"] }),
-            ),
-            ApiError::RateLimited {
-                limit,
-                burst,
-                retry_after,
-            } => (
-                "TooManyRequestsError",
-                "rate_limited",
-                "Rate limit exceeded for this app".into(),
-                json!({ "limit": limit, "window": "1s", "burst": burst, "retry_after": retry_after }),
-            ),
-            ApiError::Overloaded { retry_after } => (
-                "OverloadedError",
-                "overloaded",
-                "Too many queries in flight; try again shortly".into(),
-                json!({ "retry_after": retry_after }),
-            ),
-            ApiError::Upstream(QueryError::Unavailable(_)) => (
-                "UpstreamUnavailableError",
-                "clickhouse_unavailable",
-                "The log store is unavailable".into(),
-                Value::Null,
-            ),
-            ApiError::Upstream(QueryError::Timeout(_)) => (
-                "UpstreamTimeoutError",
-                "clickhouse_timeout",
-                "The log query timed out".into(),
-                Value::Null,
-            ),
-            ApiError::Upstream(QueryError::Exception { .. } | QueryError::Protocol(_)) => (
-                "UpstreamError",
-                "clickhouse_error",
-                "The log store failed to answer the query".into(),
-                Value::Null,
-            ),
-            ApiError::Internal(_) => (
-                "InternalServerError",
-                "internal",
-                "Internal server error".into(),
-                Value::Null,
-            ),
-        }
-    }
-
-    fn retry_after(&self) -> Option<u64> {
-        match self {
-            ApiError::RateLimited { retry_after, .. } | ApiError::Overloaded { retry_after } => {
-                Some(*retry_after)
-            }
-            ApiError::Upstream(QueryError::Unavailable(_)) => Some(1),
-            _ => None,
+impl From<ServeError> for ApiError {
+    fn from(error: ServeError) -> Self {
+        match error {
+            ServeError::RateLimited(e) => e.into(),
+            ServeError::Fetch(e) => e.into(),
         }
     }
 }
 
+/// The parts of an ErrorResponse body.
+struct Described {
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: String,
+    details: Value,
+}
+
+fn described(
+    status: StatusCode,
+    kind: &'static str,
+    code: &'static str,
+    message: impl Into<String>,
+    details: Value,
+) -> Described {
+    Described {
+        status,
+        kind,
+        code,
+        message: message.into(),
+        details,
+    }
+}
+
+/// An error's answer: an ErrorResponse, or the 422 list of invalid parameters.
+enum Body<'a> {
+    Error(Described),
+    Validation(&'a [FieldProblem]),
+}
+
+const RETRY_AFTER_UNAVAILABLE: u64 = 1;
+
+impl ApiError {
+    /// The contract's error table.
+    fn body(&self) -> Body<'_> {
+        use StatusCode as S;
+        let not_found = |app_id: &str| {
+            described(
+                S::NOT_FOUND,
+                "NotFoundError",
+                "app_not_found",
+                "App not found",
+                json!({ "app_id": app_id }),
+            )
+        };
+        let unauthorized = |code, message| {
+            described(
+                S::UNAUTHORIZED,
+                "UnauthorizedError",
+                code,
+                message,
+                Value::Null,
+            )
+        };
+        let overloaded = |retry_after: u64| {
+            described(
+                S::SERVICE_UNAVAILABLE,
+                "OverloadedError",
+                "overloaded",
+                "Too many queries in flight; try again shortly",
+                json!({ "retry_after": retry_after }),
+            )
+        };
+        Body::Error(match self {
+            ApiError::RouteNotFound { path } => described(
+                S::NOT_FOUND,
+                "NotFoundError",
+                "not_found",
+                "Not found",
+                json!({ "path": path }),
+            ),
+            ApiError::MethodNotAllowed { method } => described(
+                S::METHOD_NOT_ALLOWED,
+                "MethodNotAllowedError",
+                "method_not_allowed",
+                "Method not allowed: use GET or HEAD",
+                json!({ "method": method, "allowed": ["GET", "HEAD"] }),
+            ),
+            ApiError::AppNotFound { app_id } => not_found(app_id),
+            ApiError::Auth(e) => match e {
+                AuthError::Missing => unauthorized(
+                    "missing_api_key",
+                    "Missing API key: send Authorization: Bearer <key>",
+                ),
+                AuthError::Invalid => unauthorized("invalid_api_key", "Invalid API key"),
+                AuthError::InsufficientScope { required } => described(
+                    S::FORBIDDEN,
+                    "ForbiddenError",
+                    "insufficient_scope",
+                    format!("The API key lacks the {required} scope"),
+                    json!({ "required_scope": required }),
+                ),
+                AuthError::ForeignApp { app_id } => not_found(app_id),
+            },
+            ApiError::Query(e) => match e {
+                InvalidQuery::Fields(problems) => return Body::Validation(problems),
+                InvalidQuery::LogType { value } => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "invalid_log_type",
+                    "Invalid log_type: expected runtime or requests",
+                    json!({ "log_type": value, "allowed": LogType::ALL.map(LogType::as_str) }),
+                ),
+                InvalidQuery::Level { value, allowed } => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "invalid_level",
+                    format!("Invalid level: expected one of {}", allowed.join(", ")),
+                    json!({ "level": value, "allowed": allowed }),
+                ),
+            },
+            ApiError::RateLimited(RateLimited {
+                limit,
+                burst,
+                retry_after,
+            }) => described(
+                S::TOO_MANY_REQUESTS,
+                "TooManyRequestsError",
+                "rate_limited",
+                "Rate limit exceeded for this app",
+                json!({ "limit": limit, "window": "1s", "burst": burst, "retry_after": retry_after }),
+            ),
+            ApiError::Fetch(FetchError::Overloaded) => overloaded(RETRY_AFTER_UNAVAILABLE),
+            ApiError::Send(SendFailure::MailboxFull) => overloaded(RETRY_AFTER_UNAVAILABLE),
+            ApiError::Fetch(FetchError::Upstream(e)) => match e {
+                QueryError::Unavailable(_) => described(
+                    S::SERVICE_UNAVAILABLE,
+                    "UpstreamUnavailableError",
+                    "clickhouse_unavailable",
+                    "The log store is unavailable",
+                    Value::Null,
+                ),
+                QueryError::Timeout(_) => described(
+                    S::GATEWAY_TIMEOUT,
+                    "UpstreamTimeoutError",
+                    "clickhouse_timeout",
+                    "The log query timed out",
+                    Value::Null,
+                ),
+                QueryError::Exception { .. } | QueryError::Protocol(_) => described(
+                    S::BAD_GATEWAY,
+                    "UpstreamError",
+                    "clickhouse_error",
+                    "The log store failed to answer the query",
+                    Value::Null,
+                ),
+            },
+            ApiError::Send(SendFailure::Closed) | ApiError::Internal(_) => described(
+                S::INTERNAL_SERVER_ERROR,
+                "InternalServerError",
+                "internal",
+                "Internal server error",
+                Value::Null,
+            ),
+        })
+    }
+
+    /// Extra headers the contract asks for with this error.
+    fn headers(&self) -> Vec<(header::HeaderName, String)> {
+        let retry_after = |s: u64| vec![(header::RETRY_AFTER, s.max(1).to_string())];
+        match self {
+            ApiError::Auth(AuthError::Missing | AuthError::Invalid) => {
+                vec![(header::WWW_AUTHENTICATE, "Bearer".into())]
+            }
+            ApiError::MethodNotAllowed { .. } => vec![(header::ALLOW, "GET, HEAD".into())],
+            ApiError::RateLimited(r) => retry_after(r.retry_after),
+            ApiError::Fetch(FetchError::Overloaded)
+            | ApiError::Send(SendFailure::MailboxFull)
+            | ApiError::Fetch(FetchError::Upstream(QueryError::Unavailable(_))) => {
+                retry_after(RETRY_AFTER_UNAVAILABLE)
+            }
+            ApiError::RouteNotFound { .. }
+            | ApiError::AppNotFound { .. }
+            | ApiError::Auth(AuthError::InsufficientScope { .. } | AuthError::ForeignApp { .. })
+            | ApiError::Query(_)
+            | ApiError::Fetch(FetchError::Upstream(
+                QueryError::Timeout(_) | QueryError::Exception { .. } | QueryError::Protocol(_),
+            ))
+            | ApiError::Send(SendFailure::Closed)
+            | ApiError::Internal(_) => Vec::new(),
+        }
+    }
+
+    /// The status and JSON body this error is answered with.
+    pub fn to_json(&self) -> (StatusCode, Value) {
+        match self.body() {
+            Body::Validation(problems) => {
+                let detail: Vec<Value> = problems.iter().map(problem_json).collect();
+                (
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({ "detail": detail }),
+                )
+            }
+            Body::Error(d) => (
+                d.status,
+                json!({
+                    "success": false,
+                    "status": d.status.as_u16(),
+                    "error": { "message": d.message, "type": d.kind, "code": d.code, "details": d.details },
+                }),
+            ),
+        }
+    }
+
+    /// One error of each code the server answers with, for the OpenAPI document's examples
+    /// and the tests that keep README and the document in step with this file.
+    pub fn samples() -> Vec<ApiError> {
+        let field = |name, input: &str, rule| FieldProblem {
+            name,
+            input: input.into(),
+            rule,
+        };
+        vec![
+            ApiError::Query(InvalidQuery::LogType {
+                value: "debug".into(),
+            }),
+            ApiError::Query(InvalidQuery::Level {
+                value: "fatal".into(),
+                allowed: crate::config::LogsSettings::default().levels,
+            }),
+            ApiError::Auth(AuthError::Missing),
+            ApiError::Auth(AuthError::Invalid),
+            ApiError::Auth(AuthError::InsufficientScope {
+                required: LOGS_READ,
+            }),
+            ApiError::AppNotFound {
+                app_id: "demo-app-9".into(),
+            },
+            ApiError::RouteNotFound {
+                path: "/v1/nothing".into(),
+            },
+            ApiError::MethodNotAllowed {
+                method: "POST".into(),
+            },
+            ApiError::Query(InvalidQuery::Fields(vec![
+                field("hours", "abc", IntRule::NotAnInteger),
+                field("limit", "0", IntRule::Below(1)),
+            ])),
+            ApiError::RateLimited(RateLimited {
+                limit: 20,
+                burst: 40,
+                retry_after: 1,
+            }),
+            ApiError::Fetch(FetchError::Upstream(QueryError::Exception {
+                code: Some(60),
+                message: String::new(),
+            })),
+            ApiError::Fetch(FetchError::Upstream(QueryError::Unavailable(String::new()))),
+            ApiError::Fetch(FetchError::Overloaded),
+            ApiError::Fetch(FetchError::Upstream(QueryError::Timeout(
+                std::time::Duration::from_secs(5),
+            ))),
+            ApiError::Internal(String::new()),
+        ]
+    }
+}
+
+/// One pydantic v2 error item.
+fn problem_json(p: &FieldProblem) -> Value {
+    let (kind, msg, ctx) = match p.rule {
+        IntRule::NotAnInteger => (
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer".to_owned(),
+            None,
+        ),
+        IntRule::Below(ge) => (
+            "greater_than_equal",
+            format!("Input should be greater than or equal to {ge}"),
+            Some(json!({ "ge": ge })),
+        ),
+        IntRule::Above(le) => (
+            "less_than_equal",
+            format!("Input should be less than or equal to {le}"),
+            Some(json!({ "le": le })),
+        ),
+    };
+    let mut item = json!({ "type": kind, "loc": ["query", p.name], "msg": msg, "input": p.input });
+    if let Some(ctx) = ctx {
+        item["ctx"] = ctx;
+    }
+    item
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        match self {
-            ApiError::AppNotFound { .. } | ApiError::RouteNotFound { .. } => StatusCode::NOT_FOUND,
-            ApiError::MissingApiKey | ApiError::InvalidApiKey => StatusCode::UNAUTHORIZED,
-            ApiError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
-            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::InvalidLogType { .. } | ApiError::InvalidLevel { .. } => {
-                StatusCode::BAD_REQUEST
-            }
-            ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Overloaded { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::Upstream(e) => match e {
-                QueryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-                QueryError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                QueryError::Exception { .. } | QueryError::Protocol(_) => StatusCode::BAD_GATEWAY,
-            },
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        match self.body() {
+            Body::Error(d) => d.status,
+            Body::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
     fn error_response(&self) -> HttpResponse {
-        let status = self.status_code();
-        let mut builder = HttpResponse::build(status);
-        builder.content_type("application/json");
-        if let ApiError::Validation(problems) = self {
-            let detail: Vec<Value> = problems.iter().map(FieldError::to_json).collect();
-            return builder.json(json!({ "detail": detail }));
-        }
+        let (status, body) = self.to_json();
         if status.is_server_error() {
             // The cause goes to the log, never to the client.
             tracing::warn!(error = %self, status = status.as_u16(), "request failed");
         }
-        if matches!(self, ApiError::MissingApiKey | ApiError::InvalidApiKey) {
-            builder.insert_header((header::WWW_AUTHENTICATE, "Bearer"));
+        let mut builder = HttpResponseBuilder::new(status);
+        builder.content_type("application/json");
+        for header in self.headers() {
+            builder.insert_header(header);
         }
-        if let ApiError::MethodNotAllowed { .. } = self {
-            builder.insert_header((header::ALLOW, "GET, HEAD"));
+        builder.json(body)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// `(status, type, code)` of every sample, 422 as `(422, "-", "-")`.
+    fn sample_rows() -> BTreeSet<(u16, String, String)> {
+        ApiError::samples()
+            .iter()
+            .map(|e| {
+                let (status, body) = e.to_json();
+                let text = |v: &Value| v.as_str().unwrap_or("-").to_owned();
+                let error = &body["error"];
+                (status.as_u16(), text(&error["type"]), text(&error["code"]))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn readme_error_table_says_what_the_code_answers() {
+        let readme = include_str!("../../README.md");
+        let section = readme
+            .split("| status | `error.type` | `error.code` | when |")
+            .nth(1)
+            .expect("README has the error table");
+        let mut rows = BTreeSet::new();
+        for line in section.lines().skip(2).take_while(|l| l.starts_with('|')) {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let status: u16 = cells[1].parse().expect("a status");
+            let kind = cells[2].trim_matches('`');
+            let kind = if status == 422 { "-" } else { kind };
+            for code in cells[3].split(", ") {
+                let code = if status == 422 {
+                    "-"
+                } else {
+                    code.trim_matches('`')
+                };
+                rows.insert((status, kind.to_owned(), code.to_owned()));
+            }
         }
-        if let Some(seconds) = self.retry_after() {
-            builder.insert_header((header::RETRY_AFTER, seconds.max(1).to_string()));
+        assert_eq!(rows, sample_rows());
+    }
+
+    #[test]
+    fn every_sample_status_matches_its_status_code_and_headers() {
+        for error in ApiError::samples() {
+            let response = error.error_response();
+            assert_eq!(response.status(), error.to_json().0, "{error:?}");
+            assert_eq!(response.status(), error.status_code(), "{error:?}");
+            let retry = response.headers().get(header::RETRY_AFTER);
+            let wants_retry = matches!(response.status().as_u16(), 429 | 503);
+            assert_eq!(retry.is_some(), wants_retry, "{error:?}");
         }
-        let (kind, code, message, details) = self.parts();
-        builder.json(json!({
-            "success": false,
-            "status": status.as_u16(),
-            "error": { "message": message, "type": kind, "code": code, "details": details },
-        }))
     }
 }

@@ -6,10 +6,11 @@ use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError 
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
-use super::params::{is_valid_app_id, LogQuery};
+use super::params::parse_query;
 use super::AppState;
 use crate::actors::{Fetch, RateInfo, Reply};
 use crate::cache::Served;
+use crate::domain::is_valid_app_id;
 
 pub const X_REQUEST_ID: &str = "x-request-id";
 
@@ -35,13 +36,10 @@ pub async fn get_logs(
         set_rate_headers(response.headers_mut(), state.registry.rate_info(app_id));
         Ok(response)
     };
-    let query = match LogQuery::parse(
-        app_id.into(),
-        req.query_string(),
-        &state.core.settings.logs.levels,
-    ) {
+    let levels = &state.core.settings.logs.levels;
+    let query = match parse_query(app_id.into(), req.query_string(), levels) {
         Ok(query) => query,
-        Err(error) => return refused(error),
+        Err(error) => return refused(error.into()),
     };
 
     let request_id = request_id(&req, &state.core);
@@ -52,7 +50,7 @@ pub async fn get_logs(
         reply,
     };
     if let Err(error) = state.registry.send(fetch) {
-        return refused(error);
+        return refused(error.into());
     }
     let Reply { rate, outcome } = answer
         .await
@@ -60,7 +58,7 @@ pub async fn get_logs(
 
     let mut response = match outcome {
         Ok(served) => respond(&req, served),
-        Err(error) => error.error_response(),
+        Err(error) => ApiError::from(error).error_response(),
     };
     let headers = response.headers_mut();
     set_rate_headers(headers, rate);

@@ -13,8 +13,8 @@ use hyper_util::rt::TokioExecutor;
 use super::query::*;
 use super::rows::{LogSink, RequestEntryRow, RuntimeEntryRow};
 use super::{QueryError, RequestRow, RuntimeRow};
-use crate::api::params::{LogQuery, LogType};
 use crate::config::ClickHouseSettings;
+use crate::domain::{LogQuery, LogType};
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -75,25 +75,25 @@ impl ChClient {
         query_id: &str,
         sink: &mut impl LogSink,
     ) -> Result<(), QueryError> {
-        match q.log_type {
+        match q.key.log_type {
             LogType::Runtime => {
-                let query = match q.level.as_deref() {
+                let query = match q.key.level.as_deref() {
                     None => self
                         .client
                         .query(LOGS)
                         .bind(Identifier(&self.runtime_table))
-                        .bind(&*q.app_id)
+                        .bind(&*q.key.app_id)
                         .bind(since_ms),
                     Some(level) => self
                         .client
                         .query(RUNTIME_LOGS_BY_LEVEL)
                         .bind(Identifier(&self.runtime_table))
-                        .bind(&*q.app_id)
+                        .bind(&*q.key.app_id)
                         .bind(since_ms)
                         .bind(level_spellings(level)),
                 };
                 let query = query.bind(q.limit);
-                self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| sink.runtime(row))
+                self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| sink.entry(&row))
                     .await
             }
             LogType::Requests => {
@@ -101,10 +101,10 @@ impl ChClient {
                     .client
                     .query(LOGS)
                     .bind(Identifier(&self.requests_table))
-                    .bind(&*q.app_id)
+                    .bind(&*q.key.app_id)
                     .bind(since_ms)
                     .bind(q.limit);
-                self.each::<RequestEntryRow<'static>>(query, query_id, |row| sink.request(row))
+                self.each::<RequestEntryRow<'static>>(query, query_id, |row| sink.entry(&row))
                     .await
             }
         }

@@ -1,0 +1,218 @@
+//! `AppPolicy`: what every actor of one app shares: its rate limit (governor GCRA) and its
+//! query slots.
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock, Reference as _};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use prometheus::IntCounter;
+use tokio::sync::Semaphore;
+
+/// The app's quota as the `X-RateLimit-*` headers show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateInfo {
+    pub limit: u32,
+    pub remaining: u32,
+    pub reset_seconds: u64,
+}
+
+/// A request refused by its app's rate limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("rate limited: {limit} requests per second, burst {burst}")]
+pub struct RateLimited {
+    pub limit: u32,
+    pub burst: u32,
+    /// Whole seconds until a request would be admitted, at least 1.
+    pub retry_after: u64,
+}
+
+type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
+
+pub struct AppPolicy<C: Clock = DefaultClock> {
+    limiter: Limiter<C>,
+    quota: Quota,
+    requests_per_second: u32,
+    /// Counts refusals (`logproxy_rate_limited_total`).
+    refused: IntCounter,
+    pub(super) slots: Arc<Semaphore>,
+    slot_count: usize,
+    epoch: C::Instant,
+    /// The remaining burst after the last admitted or refused request (high 32 bits) and
+    /// when that was, in milliseconds since `epoch` (low 32 bits), for `peek`.
+    last: AtomicU64,
+}
+
+impl AppPolicy {
+    /// `requests_per_second` and `burst` must not be 0 (`Settings::check` refuses them; 1 is
+    /// only a floor for hand-built settings).
+    pub fn new(rps: u32, burst: u32, slot_count: usize, refused: IntCounter) -> Self {
+        Self::with_clock(rps, burst, slot_count, refused, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> AppPolicy<C> {
+    pub fn with_clock(
+        rps: u32,
+        burst: u32,
+        slot_count: usize,
+        refused: IntCounter,
+        clock: C,
+    ) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
+        let epoch = clock.now();
+        Self {
+            limiter: RateLimiter::direct_with_clock(quota, clock)
+                .with_middleware::<StateInformationMiddleware>(),
+            quota,
+            requests_per_second: rps,
+            refused,
+            slots: Arc::new(Semaphore::new(slot_count)),
+            slot_count,
+            epoch,
+            last: AtomicU64::new(u64::from(quota.burst_size().get()) << 32),
+        }
+    }
+
+    fn now_ms(&self) -> u32 {
+        let since = self.limiter.clock().now().duration_since(self.epoch);
+        Duration::from(since).as_millis() as u32
+    }
+
+    fn remember(&self, remaining: u32) {
+        let at = u64::from(remaining) << 32 | u64::from(self.now_ms());
+        self.last.store(at, Ordering::Relaxed);
+    }
+
+    /// The quota as it stands, without counting a request: for answers that did not reach
+    /// the limiter (400, 422, a full mailbox). GCRA refills one request per interval.
+    pub fn peek(&self) -> RateInfo {
+        let burst = self.quota.burst_size().get();
+        let last = self.last.load(Ordering::Relaxed);
+        let (remaining, at_ms) = ((last >> 32) as u32, last as u32);
+        let since = self.now_ms().wrapping_sub(at_ms);
+        let interval_ms = self.quota.replenish_interval().as_millis().max(1) as u64;
+        let refilled = (u64::from(since) / interval_ms).min(u64::from(burst)) as u32;
+        self.rate(remaining.saturating_add(refilled).min(burst))
+    }
+
+    /// The headers' view of the quota with `remaining` requests left of the burst.
+    fn rate(&self, remaining: u32) -> RateInfo {
+        let burst = self.quota.burst_size().get();
+        RateInfo {
+            limit: burst,
+            remaining,
+            reset_seconds: ceil_seconds(self.quota.replenish_interval() * (burst - remaining)),
+        }
+    }
+
+    /// Counts one request against the app's quota.
+    pub fn admit(&self) -> Result<RateInfo, (RateInfo, RateLimited)> {
+        let burst = self.quota.burst_size().get();
+        match self.limiter.check() {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                self.remember(remaining);
+                Ok(self.rate(remaining))
+            }
+            Err(not_until) => {
+                self.remember(0);
+                self.refused.inc();
+                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let rate = RateInfo {
+                    limit: burst,
+                    remaining: 0,
+                    reset_seconds: ceil_seconds(self.quota.burst_size_replenished_in()),
+                };
+                let refusal = RateLimited {
+                    limit: self.requests_per_second,
+                    burst,
+                    retry_after: ceil_seconds(wait).max(1),
+                };
+                Err((rate, refusal))
+            }
+        }
+    }
+
+    /// Whether a query of this app holds a slot now.
+    pub fn busy(&self) -> bool {
+        self.slots.available_permits() < self.slot_count
+    }
+}
+
+fn ceil_seconds(d: Duration) -> u64 {
+    d.as_nanos().div_ceil(1_000_000_000) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use governor::clock::FakeRelativeClock;
+
+    use super::*;
+
+    fn policy(rps: u32, burst: u32) -> (AppPolicy<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        let refused = IntCounter::new("refused", "test").unwrap();
+        (
+            AppPolicy::with_clock(rps, burst, 2, refused, clock.clone()),
+            clock,
+        )
+    }
+
+    #[test]
+    fn the_burst_is_admitted_then_refused_with_retry_after_until_time_refills_it() {
+        let (p, clock) = policy(2, 3);
+        for left in [2, 1, 0] {
+            assert_eq!(p.admit().unwrap().remaining, left);
+        }
+        let (rate, refusal) = p.admit().unwrap_err();
+        assert_eq!((rate.limit, rate.remaining, rate.reset_seconds), (3, 0, 2));
+        assert_eq!(
+            refusal,
+            RateLimited {
+                limit: 2,
+                burst: 3,
+                retry_after: 1
+            }
+        );
+        assert_eq!(p.refused.get(), 1);
+
+        clock.advance(Duration::from_millis(500));
+        assert_eq!(p.admit().unwrap().remaining, 0, "one interval: one request");
+        assert!(p.admit().is_err());
+        clock.advance(Duration::from_secs(10));
+        let rate = p.admit().unwrap();
+        assert_eq!((rate.remaining, rate.reset_seconds), (2, 1));
+    }
+
+    #[test]
+    fn peek_shows_the_quota_without_spending_it_and_refills_with_time() {
+        let (p, clock) = policy(10, 5);
+        assert_eq!(p.peek().remaining, 5);
+        for _ in 0..5 {
+            p.admit().unwrap();
+        }
+        assert_eq!(p.peek().remaining, 0);
+        assert_eq!(p.peek().remaining, 0, "peeking spends nothing");
+        clock.advance(Duration::from_millis(250));
+        assert_eq!(p.peek().remaining, 2);
+        clock.advance(Duration::from_secs(60));
+        assert_eq!(p.peek(), p.rate(5));
+        assert_eq!(p.peek().reset_seconds, 0);
+    }
+
+    #[test]
+    fn a_held_query_slot_makes_the_app_busy() {
+        let (p, _) = policy(1, 1);
+        assert!(!p.busy());
+        let slot = p.slots.clone().try_acquire_owned().unwrap();
+        assert!(p.busy());
+        drop(slot);
+        assert!(!p.busy());
+    }
+}
