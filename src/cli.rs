@@ -63,10 +63,13 @@ impl Cli {
             }
             Command::Migrate { config } => {
                 let settings = Settings::load(&config)?;
-                ChClient::new(&settings.clickhouse)
-                    .migrate()
-                    .await
-                    .with_context(|| format!("migrating {}", settings.clickhouse.url))?;
+                // Replicas hold the same data but replicate nothing here: each gets it all.
+                for url in settings.clickhouse.replica_urls() {
+                    ChClient::with_url(&settings.clickhouse, &url)
+                        .migrate()
+                        .await
+                        .with_context(|| format!("migrating {url}"))?;
+                }
                 println!(
                     "tables {} and {} ready in database {}",
                     settings.clickhouse.runtime_table,
@@ -90,9 +93,13 @@ impl Cli {
                     seed: seed_value,
                 };
                 let now_ms = chrono::Utc::now().timestamp_millis();
-                let rows = seed(&ChClient::new(&settings.clickhouse), &plan, now_ms)
-                    .await
-                    .with_context(|| format!("seeding {}", settings.clickhouse.url))?;
+                let mut rows = 0;
+                for url in settings.clickhouse.replica_urls() {
+                    let ch = ChClient::with_url(&settings.clickhouse, &url);
+                    rows = seed(&ch, &plan, now_ms)
+                        .await
+                        .with_context(|| format!("seeding {url}"))?;
+                }
                 println!("inserted {rows} rows for demo-app-1..demo-app-{apps}");
             }
             Command::HashKey { key } => println!("{}", crate::auth::hash_key(&key)),

@@ -47,7 +47,15 @@ impl Default for ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSettings {
+    /// One replica: the shorthand of `urls = [url]`. Empty: not set.
     pub url: String,
+    /// Replicas holding the same data; from the environment as a comma-separated list.
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    pub urls: Vec<String>,
+    /// Each replica is probed this often (each probe waits at most 1 s).
+    pub health_check_interval_ms: u64,
+    /// A query with no answer by then is also sent to another healthy replica; 0: off.
+    pub hedge_after_ms: u64,
     pub database: String,
     pub user: String,
     pub password: String,
@@ -67,7 +75,10 @@ pub struct ClickHouseSettings {
 impl Default for ClickHouseSettings {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:18123".into(),
+            url: String::new(),
+            urls: Vec::new(),
+            health_check_interval_ms: 1000,
+            hedge_after_ms: 250,
             database: "default".into(),
             user: "default".into(),
             password: String::new(),
@@ -81,6 +92,41 @@ impl Default for ClickHouseSettings {
             compression: false,
         }
     }
+}
+
+/// The replica used when neither `url` nor `urls` is set.
+pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
+
+impl ClickHouseSettings {
+    /// The replicas' URLs: `urls`, or `url` alone, or the default.
+    pub fn replica_urls(&self) -> Vec<String> {
+        match (self.url.is_empty(), self.urls.is_empty()) {
+            (_, false) => self.urls.clone(),
+            (false, true) => vec![self.url.clone()],
+            (true, true) => vec![DEFAULT_CLICKHOUSE_URL.into()],
+        }
+    }
+}
+
+/// A list from a TOML array, or from one comma-separated string (an environment variable).
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Either {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Either::deserialize(d)? {
+        Either::List(list) => list,
+        Either::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -229,7 +275,7 @@ impl Settings {
             path: shown.clone(),
             error,
         };
-        let settings: Settings = config::Config::builder()
+        let mut settings: Settings = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("LOGPROXY")
@@ -242,6 +288,17 @@ impl Settings {
             .map_err(invalid)?
             .try_deserialize()
             .map_err(invalid)?;
+        // The environment overrides the file: one of the two replica keys set there
+        // replaces whichever of them the file set.
+        let env = |key| std::env::var_os(key).is_some();
+        match (
+            env("LOGPROXY__CLICKHOUSE__URL"),
+            env("LOGPROXY__CLICKHOUSE__URLS"),
+        ) {
+            (true, false) => settings.clickhouse.urls.clear(),
+            (false, true) => settings.clickhouse.url.clear(),
+            _ => {}
+        }
         settings.check().map_err(|message| ConfigError::Rejected {
             path: shown.clone(),
             message,
@@ -252,11 +309,19 @@ impl Settings {
     /// Rules serde cannot express: identifiers, non-zero budgets, key format.
     pub fn check(&self) -> Result<(), String> {
         let ch = &self.clickhouse;
-        if !ch.url.starts_with("http://") {
-            return Err(format!(
-                "clickhouse.url = {:?}: only http:// URLs are supported (this build has no TLS)",
-                ch.url
-            ));
+        if !ch.url.is_empty() && !ch.urls.is_empty() {
+            return Err(
+                "clickhouse.url and clickhouse.urls are both set: set urls (url is the \
+                 one-replica shorthand of urls = [url])"
+                    .into(),
+            );
+        }
+        for url in ch.replica_urls() {
+            if !url.starts_with("http://") {
+                return Err(format!(
+                    "clickhouse replica {url:?}: only http:// URLs are supported (this build has no TLS)"
+                ));
+            }
         }
         for (key, name) in [
             ("clickhouse.runtime_table", &ch.runtime_table),
@@ -271,6 +336,10 @@ impl Settings {
         }
         for (key, value) in [
             ("clickhouse.query_timeout_ms", ch.query_timeout_ms as usize),
+            (
+                "clickhouse.health_check_interval_ms",
+                ch.health_check_interval_ms as usize,
+            ),
             (
                 "clickhouse.max_concurrent_queries",
                 ch.max_concurrent_queries,

@@ -1,11 +1,12 @@
 //! One owned Prometheus registry and the handles the service records into.
 
 use crate::cache::CacheResult;
+use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs (a cache hit) to 10 s (a slow query).
@@ -26,6 +27,8 @@ pub struct Metrics {
     pub clickhouse_errors: IntCounterVec,
     pub rate_limited: IntCounter,
     pub app_actors: IntGauge,
+    pub replica_up: IntGaugeVec,
+    pub clickhouse_attempts: IntCounterVec,
 }
 
 impl Metrics {
@@ -91,6 +94,22 @@ impl Metrics {
             ),
             rate_limited,
             app_actors: gauge("logproxy_app_actors", "Live per-app actors."),
+            replica_up: {
+                let opts = Opts::new(
+                    "logproxy_clickhouse_replica_up",
+                    "1 while the replica's last probe succeeded, by index in clickhouse.urls.",
+                );
+                let g = IntGaugeVec::new(opts, &["replica"]).expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            clickhouse_attempts: counter(
+                "logproxy_clickhouse_attempts_total",
+                "Queries sent to a replica, by kind: first, retry (after a failure), hedge.",
+                &["replica", "kind"],
+            ),
             registry,
         };
         // Every bounded label value exists from the start, so dashboards see zeros.
@@ -105,6 +124,18 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    /// The handles of replica `index`, every label value created now.
+    pub fn replica(&self, index: usize) -> ReplicaMetrics {
+        let replica = index.to_string();
+        ReplicaMetrics {
+            up: self.replica_up.with_label_values(&[&replica]),
+            attempts: AttemptKind::LABELS.map(|kind| {
+                self.clickhouse_attempts
+                    .with_label_values(&[&replica, kind])
+            }),
+        }
     }
 
     /// The text exposition of every metric.

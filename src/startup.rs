@@ -11,6 +11,7 @@ use futures_util::FutureExt as _;
 use crate::actors::Registry;
 use crate::api::{self, AppState};
 use crate::auth::Auth;
+use crate::clickhouse::Replicas;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::state::Core;
@@ -28,6 +29,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.server.workers;
         let core = Arc::new(Core::new(settings, Metrics::new()));
+        Replicas::spawn_probes(&core.replicas);
         let app_state = web::Data::new(AppState {
             auth: Auth::new(&core.settings.auth),
             registry: Arc::new(Registry::new(core.clone())),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 
 use crate::cache::{FetchError, PageCache};
-use crate::clickhouse::ChClient;
+use crate::clickhouse::{ChClient, Replicas};
 use crate::config::Settings;
 use crate::domain::LogQuery;
 use crate::metrics::Metrics;
@@ -18,7 +18,7 @@ const MS_PER_HOUR: i64 = 3_600_000;
 
 pub struct Core {
     pub settings: Settings,
-    pub ch: ChClient,
+    pub replicas: Arc<Replicas>,
     pub cache: PageCache,
     pub metrics: Metrics,
     /// `clickhouse.max_concurrent_queries`: the slots of the whole process.
@@ -34,7 +34,12 @@ pub struct Core {
 impl Core {
     pub fn new(settings: Settings, metrics: Metrics) -> Self {
         Self {
-            ch: ChClient::new(&settings.clickhouse),
+            replicas: Arc::new(Replicas::new(
+                &settings.clickhouse,
+                (0..settings.clickhouse.replica_urls().len())
+                    .map(|i| metrics.replica(i))
+                    .collect(),
+            )),
             cache: PageCache::new(&settings.cache),
             query_slots: Semaphore::new(settings.clickhouse.max_concurrent_queries),
             queue_timeout: Duration::from_millis(settings.clickhouse.queue_timeout_ms),
@@ -68,10 +73,21 @@ impl Core {
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let query_id = format!("{request_id}.{n}");
         let started = Instant::now();
-        let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, q.limit);
-        let result = self.ch.logs(q, since_ms, &query_id, &mut page).await;
+        // A retry or hedge takes a slot of the app and of the process too, if both are free.
+        let extra_slot = || {
+            Some((
+                app_slots.try_acquire().ok()?,
+                self.query_slots.try_acquire().ok()?,
+            ))
+        };
+        let attempt = |ch: ChClient, query_id: String| async move {
+            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, q.limit);
+            ch.logs(q, since_ms, &query_id, &mut page).await?;
+            Ok(page)
+        };
+        let result = self.replicas.run(&query_id, extra_slot, attempt).await;
         let outcome = match &result {
-            Ok(()) => "ok",
+            Ok(_) => "ok",
             Err(e) => {
                 self.metrics
                     .clickhouse_errors
@@ -84,8 +100,7 @@ impl Core {
             .query_duration
             .with_label_values(&[q.key.log_type.as_str(), outcome])
             .observe(started.elapsed().as_secs_f64());
-        result?;
-        Ok(page.finish(Instant::now()))
+        Ok(result?.finish(Instant::now()))
     }
 
     /// A new request id, e.g. `3f9a0c2e71d4b8a5-1c`.

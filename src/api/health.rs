@@ -1,25 +1,26 @@
-//! `/healthz` (the process runs) and `/readyz` (ClickHouse answers a ping within 1 s).
-
-use std::time::Duration;
+//! `/healthz` (the process runs) and `/readyz` (a ClickHouse replica is healthy, from the
+//! probes' state: never a query of its own).
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 
 use super::AppState;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(1);
-
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    match state.core.ch.ping(READY_TIMEOUT).await {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
-        Err(error) => {
-            tracing::warn!(%error, "readiness check failed");
-            HttpResponse::ServiceUnavailable()
-                .json(json!({ "status": "unavailable", "reason": error.kind() }))
-        }
+    let replicas = &state.core.replicas;
+    let ready = replicas.ready().await;
+    let status = replicas.status();
+    if ready {
+        HttpResponse::Ok().json(json!({ "status": "ready", "replicas": status }))
+    } else {
+        HttpResponse::ServiceUnavailable().json(json!({
+            "status": "unavailable",
+            "reason": "no healthy clickhouse replica",
+            "replicas": status,
+        }))
     }
 }

@@ -28,7 +28,13 @@ pub struct ChClient {
 }
 
 impl ChClient {
+    /// A client of the first replica (`clickhouse.url`, or the first of `urls`).
     pub fn new(settings: &ClickHouseSettings) -> Self {
+        Self::with_url(settings, &settings.replica_urls()[0])
+    }
+
+    /// A client of the server at `url`, with everything else from `settings`.
+    pub fn with_url(settings: &ClickHouseSettings, url: &str) -> Self {
         let query_timeout = Duration::from_millis(settings.query_timeout_ms);
         // The server stops the query too, in whole seconds (what 18.16 accepts).
         let server_seconds = settings.query_timeout_ms.div_ceil(1000).max(1);
@@ -41,7 +47,7 @@ impl ChClient {
             .pool_idle_timeout(Duration::from_secs(2))
             .build(connector);
         let client = Client::with_http_client(http)
-            .with_url(&settings.url)
+            .with_url(url)
             .with_database(&settings.database)
             .with_user(&settings.user)
             .with_password(&settings.password)
@@ -128,10 +134,23 @@ impl ChClient {
         bounded(self.query_timeout, rows).await
     }
 
-    /// `SELECT 1` within `timeout`: what `/readyz` asks.
-    pub async fn ping(&self, timeout: Duration) -> Result<(), QueryError> {
-        bounded(timeout, self.client.query("SELECT 1").fetch_one::<u8>()).await?;
-        Ok(())
+    /// Whether the server answers, within `timeout`, a read of both log tables (a server
+    /// without them is no use).
+    pub async fn probe(&self, timeout: Duration) -> Result<(), QueryError> {
+        let reads = async {
+            for table in [&self.runtime_table, &self.requests_table] {
+                let query = self.client.query(PROBE).bind(Identifier(table));
+                query.fetch_all::<u8>().await?;
+            }
+            Ok(())
+        };
+        bounded(timeout, reads).await
+    }
+
+    /// Asks the server to stop the query `query_id` (and not to wait for it to end).
+    pub async fn kill_query(&self, query_id: &str, timeout: Duration) -> Result<(), QueryError> {
+        let kill = self.client.query(KILL_QUERY).bind(query_id);
+        bounded(timeout, kill.execute()).await
     }
 
     /// Creates the database and both tables; safe to run again.

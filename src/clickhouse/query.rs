@@ -11,6 +11,12 @@ pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT ?fields FROM ? \
      WHERE app_id = ? AND timestamp_ms >= ? AND has(?, lower(level)) \
      ORDER BY timestamp_ms DESC LIMIT ?";
 
+/// Touches a table without reading a row: fails when the table is missing.
+pub(crate) const PROBE: &str = "SELECT toUInt8(1) FROM ? LIMIT 0";
+
+/// Stops a query by id, without waiting for it to end.
+pub(crate) const KILL_QUERY: &str = "KILL QUERY WHERE query_id = ? ASYNC";
+
 pub(crate) const CREATE_DATABASE: &str = "CREATE DATABASE IF NOT EXISTS ?";
 
 /// CONTRACT.md §3, portable from ClickHouse 18.16 to current releases.

@@ -1,0 +1,349 @@
+//! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer; a
+//! query goes to a healthy one with the fewest queries in flight, is retried or hedged on
+//! another at most once, and fails at once when none is healthy (CONTRACT.md §6).
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use futures_util::stream::{FuturesUnordered, StreamExt as _};
+use prometheus::{IntCounter, IntGauge};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{ChClient, QueryError};
+use crate::config::ClickHouseSettings;
+
+/// A probe waits this long for its answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why a query was sent to a replica: label values of `logproxy_clickhouse_attempts_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptKind {
+    First,
+    Retry,
+    Hedge,
+}
+
+impl AttemptKind {
+    pub const LABELS: [&'static str; 3] = ["first", "retry", "hedge"];
+
+    fn label(self) -> &'static str {
+        Self::LABELS[self as usize]
+    }
+}
+
+/// A replica's state as `/readyz` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Health {
+    /// Not probed yet: queries may go there, readiness waits for the first probe.
+    Unknown,
+    Up,
+    Down,
+}
+
+/// The metric handles of one replica.
+pub struct ReplicaMetrics {
+    pub up: IntGauge,
+    /// By `AttemptKind`.
+    pub attempts: [IntCounter; 3],
+}
+
+struct Replica {
+    client: ChClient,
+    health: AtomicU8,
+    in_flight: AtomicUsize,
+    metrics: ReplicaMetrics,
+}
+
+impl Replica {
+    fn health(&self) -> Health {
+        match self.health.load(Ordering::Acquire) {
+            0 => Health::Unknown,
+            1 => Health::Up,
+            _ => Health::Down,
+        }
+    }
+
+    fn set(&self, health: Health) -> Health {
+        self.metrics.up.set(i64::from(health == Health::Up));
+        let code = match health {
+            Health::Unknown => 0,
+            Health::Up => 1,
+            Health::Down => 2,
+        };
+        match self.health.swap(code, Ordering::AcqRel) {
+            0 => Health::Unknown,
+            1 => Health::Up,
+            _ => Health::Down,
+        }
+    }
+
+    fn usable(&self) -> bool {
+        self.health() != Health::Down
+    }
+}
+
+/// One replica in `/readyz`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaStatus {
+    pub replica: usize,
+    pub state: Health,
+    pub in_flight: usize,
+}
+
+pub struct Replicas {
+    replicas: Vec<Replica>,
+    next: AtomicUsize,
+    hedge_after: Option<Duration>,
+    query_timeout: Duration,
+    probe_interval: Duration,
+    /// Becomes true once every replica has been probed.
+    probed: watch::Sender<bool>,
+}
+
+impl Replicas {
+    /// One client per URL of `settings.replica_urls()`, with `metrics[i]` for replica `i`.
+    pub fn new(settings: &ClickHouseSettings, metrics: Vec<ReplicaMetrics>) -> Self {
+        let replicas = settings
+            .replica_urls()
+            .iter()
+            .zip(metrics)
+            .map(|(url, metrics)| Replica {
+                client: ChClient::with_url(settings, url),
+                health: AtomicU8::new(0),
+                in_flight: AtomicUsize::new(0),
+                metrics,
+            })
+            .collect();
+        Self {
+            replicas,
+            next: AtomicUsize::new(0),
+            hedge_after: (settings.hedge_after_ms > 0)
+                .then(|| Duration::from_millis(settings.hedge_after_ms)),
+            query_timeout: Duration::from_millis(settings.query_timeout_ms),
+            probe_interval: Duration::from_millis(settings.health_check_interval_ms),
+            probed: watch::channel(false).0,
+        }
+    }
+
+    /// The first replica's client, for tools.
+    pub fn first(&self) -> &ChClient {
+        &self.replicas[0].client
+    }
+
+    /// Probes every replica now and then every `health_check_interval_ms`, for as long as
+    /// `this` lives. Call inside a Tokio runtime.
+    pub fn spawn_probes(this: &Arc<Self>) {
+        for index in 0..this.replicas.len() {
+            let weak = Arc::downgrade(this);
+            tokio::spawn(probe_loop(weak, index));
+        }
+    }
+
+    /// Each replica's state.
+    pub fn status(&self) -> Vec<ReplicaStatus> {
+        self.replicas
+            .iter()
+            .enumerate()
+            .map(|(replica, r)| ReplicaStatus {
+                replica,
+                state: r.health(),
+                in_flight: r.in_flight.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Whether a replica's probe succeeded last; waits (up to one probe timeout) for the
+    /// first round of probes after start-up, never queries.
+    pub async fn ready(&self) -> bool {
+        let mut probed = self.probed.subscribe();
+        let _ = tokio::time::timeout(PROBE_TIMEOUT * 2, probed.wait_for(|done| *done)).await;
+        self.replicas.iter().any(|r| r.health() == Health::Up)
+    }
+
+    /// A usable replica other than `except`, fewest queries in flight first; ties go to the
+    /// first one after a rotating start.
+    fn pick(&self, except: Option<usize>) -> Option<usize> {
+        let n = self.replicas.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|i| (start + i) % n)
+            .filter(|&i| Some(i) != except && self.replicas[i].usable())
+            .min_by_key(|&i| self.replicas[i].in_flight.load(Ordering::Relaxed))
+    }
+
+    /// Runs `run` on a replica, with at most one extra attempt (a retry after a failure
+    /// that means the replica is unavailable or slow, or a hedge after `hedge_after_ms`),
+    /// all within `query_timeout_ms`. An extra attempt runs only if `extra_slot` gives it a
+    /// slot, held while it runs. The first answer wins; the other attempt is dropped and
+    /// killed on its server.
+    pub async fn run<T, G, F, Fut>(
+        &self,
+        query_id: &str,
+        mut extra_slot: impl FnMut() -> Option<G>,
+        run: F,
+    ) -> Result<T, QueryError>
+    where
+        F: Fn(ChClient, String) -> Fut,
+        Fut: Future<Output = Result<T, QueryError>>,
+    {
+        let deadline = Instant::now() + self.query_timeout;
+        let Some(first) = self.pick(None) else {
+            return Err(QueryError::Unavailable("no healthy replica".into()));
+        };
+        let attempt = |replica: usize, kind: AttemptKind, slot: Option<G>| {
+            let r = &self.replicas[replica];
+            r.metrics.attempts[kind as usize].inc();
+            let id = match kind {
+                AttemptKind::First => query_id.to_owned(),
+                other => format!("{query_id}.{}", other.label()),
+            };
+            let guard = InFlight::new(&r.in_flight);
+            let work = run(r.client.clone(), id.clone());
+            async move {
+                let result = work.await;
+                drop((guard, slot));
+                (replica, id, result)
+            }
+        };
+        let mut running = vec![(first, query_id.to_owned())];
+        let mut attempts = FuturesUnordered::new();
+        attempts.push(attempt(first, AttemptKind::First, None));
+        let mut extra_used = false;
+        let hedge_at = self.hedge_after.map(|h| Instant::now() + h);
+        let mut hedge = pin!(tokio::time::sleep_until(hedge_at.unwrap_or(deadline)));
+        let mut expired = pin!(tokio::time::sleep_until(deadline));
+        let mut last_error = None;
+        loop {
+            tokio::select! {
+                Some((replica, id, result)) = attempts.next() => {
+                    running.retain(|(_, i)| *i != id);
+                    match result {
+                        Ok(value) => {
+                            self.cancel(&running);
+                            return Ok(value);
+                        }
+                        Err(error) => {
+                            let retry = match &error {
+                                QueryError::Unavailable(_) => {
+                                    self.mark_down(replica, &error);
+                                    true
+                                }
+                                QueryError::Timeout(_) => true,
+                                QueryError::Exception { .. } | QueryError::Protocol(_) => false,
+                            };
+                            if !retry {
+                                self.cancel(&running);
+                                return Err(error);
+                            }
+                            if !extra_used {
+                                if let Some(other) = self.pick(Some(replica)) {
+                                    if let Some(slot) = extra_slot() {
+                                        extra_used = true;
+                                        running.push((other, format!("{query_id}.retry")));
+                                        attempts.push(attempt(other, AttemptKind::Retry, Some(slot)));
+                                    }
+                                }
+                            }
+                            if attempts.is_empty() {
+                                return Err(error);
+                            }
+                            last_error = Some(error);
+                        }
+                    }
+                }
+                () = &mut hedge, if hedge_at.is_some() && !extra_used => {
+                    extra_used = true;
+                    if let Some(other) = self.pick(Some(first)) {
+                        if let Some(slot) = extra_slot() {
+                            running.push((other, format!("{query_id}.hedge")));
+                            attempts.push(attempt(other, AttemptKind::Hedge, Some(slot)));
+                        }
+                    }
+                }
+                () = &mut expired => {
+                    for (replica, _) in &running {
+                        self.mark_down(*replica, &QueryError::Timeout(self.query_timeout));
+                    }
+                    self.cancel(&running);
+                    return Err(last_error
+                        .filter(|e| !matches!(e, QueryError::Unavailable(_)))
+                        .unwrap_or(QueryError::Timeout(self.query_timeout)));
+                }
+            }
+        }
+    }
+
+    fn mark_down(&self, replica: usize, cause: &QueryError) {
+        if self.replicas[replica].set(Health::Down) != Health::Down {
+            tracing::warn!(replica, error = %cause, "clickhouse replica marked down");
+        }
+    }
+
+    /// Asks each server to stop the queries that lost or were abandoned; their HTTP
+    /// requests are already dropped.
+    fn cancel(&self, running: &[(usize, String)]) {
+        for (replica, id) in running {
+            let client = self.replicas[*replica].client.clone();
+            let id = id.clone();
+            tokio::spawn(async move {
+                if let Err(error) = client.kill_query(&id, PROBE_TIMEOUT).await {
+                    tracing::debug!(%error, query_id = %id, "could not kill a cancelled query");
+                }
+            });
+        }
+    }
+}
+
+/// Counts a query in flight on a replica while it lives.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl<'a> InFlight<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
+    let mut first = true;
+    loop {
+        let Some(this) = replicas.upgrade() else {
+            return;
+        };
+        let replica = &this.replicas[index];
+        let health = match replica.client.probe(PROBE_TIMEOUT).await {
+            Ok(()) => Health::Up,
+            Err(error) => {
+                if replica.health() != Health::Down {
+                    tracing::warn!(replica = index, %error, "clickhouse replica probe failed");
+                }
+                Health::Down
+            }
+        };
+        if replica.set(health) == Health::Down && health == Health::Up {
+            tracing::info!(replica = index, "clickhouse replica is up again");
+        }
+        if first {
+            first = false;
+            let all = this.replicas.iter().all(|r| r.health() != Health::Unknown);
+            if all {
+                this.probed.send_replace(true);
+            }
+        }
+        let interval = this.probe_interval;
+        drop(this);
+        tokio::time::sleep(interval).await;
+    }
+}
