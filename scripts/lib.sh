@@ -6,6 +6,7 @@
 #   log MSG / die MSG           message on stderr, prefixed with the script's name (die exits 1)
 #   as_root CMD...              run CMD as root (directly, or through sudo)
 #   ensure_packages PKG...      apt-get install the packages that are not installed yet
+#   need_cargo                  cargo on PATH (rustup's ~/.cargo/env) and a C linker
 #   wait_http URL SECONDS [PID] until URL answers 2xx (SECONDS=0: ask once); fails early if PID dies
 #   port_in_use PORT            something accepts TCP connections on 127.0.0.1:PORT
 #   stop_pid PID                SIGTERM, then SIGKILL after 30 s; returns once PID is gone
@@ -47,6 +48,15 @@ ensure_packages() {
             chmod +x /usr/sbin/policy-rc.d
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"' bash "${missing[@]}"
     fi
+}
+
+need_cargo() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+    command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
 }
 
 wait_http() {
