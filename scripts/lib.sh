@@ -8,7 +8,7 @@
 #   ensure_packages PKG...      apt-get install the packages that are not installed yet
 #   need_cargo                  cargo on PATH (rustup's ~/.cargo/env) and a C linker
 #   wait_http URL SECONDS [PID] until URL answers 2xx (SECONDS=0: ask once); fails early if PID dies
-#   port_in_use PORT            something accepts TCP connections on 127.0.0.1:PORT
+#   port_in_use PORT [HOST]     something accepts TCP connections on HOST (127.0.0.1):PORT
 #   stop_pid PID                SIGTERM, then SIGKILL after 30 s; returns once PID is gone
 #   render FILE NAME...         FILE with ${NAME} replaced by the value of shell variable NAME
 
@@ -69,8 +69,8 @@ wait_http() {
 }
 
 port_in_use() {
-    # shellcheck disable=SC2016   # $0 is expanded by the inner bash
-    timeout 2 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$1" 2>/dev/null
+    # shellcheck disable=SC2016   # $0 and $1 are expanded by the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${2:-127.0.0.1}" "$1" 2>/dev/null
 }
 
 stop_pid() {
