@@ -4,8 +4,8 @@
 # Usage: scripts/clickhouse.sh start | stop [--purge] | status  [HTTP_PORT...]
 #
 #   scripts/clickhouse.sh start                # one server on 18123
-#   scripts/clickhouse.sh start 18123 18124    # two servers ("replicas": same schema, each
-#                                              # seeded on its own, no ClickHouse replication)
+#   scripts/clickhouse.sh start 18123 18124    # two side by side: the app's "replicas" (no
+#                                              # ClickHouse replication; the app seeds each)
 #   scripts/clickhouse.sh stop --purge 18124   # stop it and delete its folder
 #
 # A server is known by its HTTP port. Each one has its own TCP port and folder, so servers
@@ -69,7 +69,7 @@ PING_URL="http://127.0.0.1:$HTTP_PORT/ping"
 # go missing) a process found by pgrep. Either way its command line must name our config.
 server_pid() {
     local pid
-    for pid in $(cat "$PID_FILE" 2>/dev/null) $(pgrep -f -- "--config-file=$CH_DIR/config.xml" || true); do
+    for pid in $(cat "$PID_FILE" 2>/dev/null) $(pgrep -f -- "--config-file=$CH_DIR/config.xml" 2>/dev/null || true); do
         tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--config-file=$CH_DIR/config.xml " \
             && { echo "$pid"; return 0; }
     done
