@@ -1,22 +1,43 @@
 #!/usr/bin/env bash
-# Runs every test against a real ClickHouse: starts (installing if needed) a local
-# server on a loopback port, then `cargo test`. Extra arguments go to cargo test.
+# The project's checks and tests, as CI runs them (.ci/run calls exactly `bash scripts/test.sh`).
+#
+# Usage: scripts/test.sh [cargo test args...]
+#
+#   1. cargo fmt --check; cargo clippy --all-targets --locked -- -D warnings
+#   2. apt-get installs what is missing: curl and clickhouse-server, and redis-server,
+#      nginx-light and prometheus (promtool) for the tests that will use them; their
+#      services are not started
+#   3. starts two local ClickHouse servers, "replicas" on CLICKHOUSE_HTTP_PORT (default 18123)
+#      and the next port; one that already answers is used as it is. On exit it stops the
+#      servers it started, and only those.
+#   4. cargo test --locked "$@" with
+#        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
+#        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
+#
+# Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/lib.sh
 
-export CLICKHOUSE_HTTP_PORT="${CLICKHOUSE_HTTP_PORT:-18123}"
-export LOGPROXY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${CLICKHOUSE_HTTP_PORT}"
-
-started_here=0
-if ! scripts/clickhouse.sh status >/dev/null 2>&1; then
-    scripts/clickhouse.sh start
-    started_here=1
+need_cargo
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+    rustup component add rustfmt clippy
 fi
-cleanup() {
-    if [[ "$started_here" == 1 ]]; then
-        scripts/clickhouse.sh stop >/dev/null 2>&1 || true
-    fi
-}
-trap cleanup EXIT
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings
 
+ensure_packages curl clickhouse-server clickhouse-client redis-server nginx-light prometheus
+
+first="${CLICKHOUSE_HTTP_PORT:-18123}"
+ports=("$first" "$(( first + 1 ))")
+started=()
+stop_started() { (( ${#started[@]} == 0 )) || scripts/clickhouse.sh stop "${started[@]}" || true; }
+trap stop_started EXIT
+for port in "${ports[@]}"; do
+    scripts/clickhouse.sh status "$port" >/dev/null || started+=("$port")
+done
+scripts/clickhouse.sh start "${ports[@]}" >/dev/null
+
+export LOGPROXY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${ports[0]}"
+export LOGPROXY_TEST_CLICKHOUSE_URLS="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]}"
 cargo test --locked "$@"

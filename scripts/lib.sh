@@ -1,0 +1,98 @@
+# shellcheck shell=bash
+# Shell helpers shared by the scripts in this folder. Source it, don't run it:
+#
+#   . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+#
+#   log MSG / die MSG           message on stderr, prefixed with the script's name (die exits 1)
+#   as_root CMD...              run CMD as root (directly, or through sudo)
+#   ensure_packages PKG...      apt-get install the packages that are not installed yet
+#   need_cargo                  cargo on PATH (rustup's ~/.cargo/env) and a C linker
+#   wait_http URL SECONDS [PID] until URL answers 2xx (SECONDS=0: ask once); fails early if PID dies
+#   port_in_use PORT [HOST]     something accepts TCP connections on HOST (127.0.0.1):PORT
+#   stop_pid PID                SIGTERM, then SIGKILL after 30 s; returns once PID is gone
+#   render FILE NAME...         FILE with ${NAME} replaced by the value of shell variable NAME
+
+log() { echo "${0##*/}: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else die "need root (or sudo) to run: $*"
+    fi
+}
+
+# Runs `apt-get update` at most once per run (LIB_APT_UPDATED is exported, so scripts
+# called from this one skip it too). While apt-get installs, a policy-rc.d that says
+# "no" keeps the packages' services (nginx, redis, prometheus, clickhouse) from starting.
+ensure_packages() {
+    local pkg missing=()
+    for pkg in "$@"; do
+        [[ "$(dpkg-query -W -f='${db:Status-Status}' "$pkg" 2>/dev/null)" == installed ]] \
+            || missing+=("$pkg")
+    done
+    (( ${#missing[@]} )) || return 0
+    command -v apt-get >/dev/null 2>&1 || die "missing ${missing[*]} and there is no apt-get"
+    log "installing ${missing[*]} with apt-get"
+    if [[ -z "${LIB_APT_UPDATED:-}" ]]; then
+        as_root apt-get update -q
+        export LIB_APT_UPDATED=1
+    fi
+    if [[ -e /usr/sbin/policy-rc.d ]]; then
+        as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+    else
+        # Exit status 101 means "action not allowed" (man invoke-rc.d).
+        as_root bash -c '
+            trap "rm -f /usr/sbin/policy-rc.d" EXIT
+            printf "#!/bin/sh\nexit 101\n" >/usr/sbin/policy-rc.d
+            chmod +x /usr/sbin/policy-rc.d
+            DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"' bash "${missing[@]}"
+    fi
+}
+
+need_cargo() {
+    if ! command -v cargo >/dev/null 2>&1 && [[ -f "$HOME/.cargo/env" ]]; then
+        # shellcheck disable=SC1091
+        . "$HOME/.cargo/env"
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
+    command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
+}
+
+wait_http() {
+    local url="$1" deadline=$(( SECONDS + $2 )) pid="${3:-}"
+    until curl -fsS --max-time 2 -o /dev/null "$url" 2>/dev/null; do
+        (( SECONDS < deadline )) || return 1
+        [[ -z "$pid" ]] || kill -0 "$pid" 2>/dev/null || return 1
+        sleep 0.2
+    done
+}
+
+port_in_use() {
+    # shellcheck disable=SC2016   # $0 and $1 are expanded by the inner bash
+    timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${2:-127.0.0.1}" "$1" 2>/dev/null
+}
+
+stop_pid() {
+    local pid="$1" deadline=$(( SECONDS + 30 ))
+    kill -TERM "$pid" 2>/dev/null || return 0
+    while kill -0 "$pid" 2>/dev/null; do
+        if (( SECONDS >= deadline )); then
+            log "pid $pid still alive after 30 s, sending SIGKILL"
+            kill -KILL "$pid" 2>/dev/null || true
+            deadline=$(( SECONDS + 10 ))
+        fi
+        sleep 0.1
+    done
+}
+
+render() {
+    local text name
+    text="$(<"$1")"
+    shift
+    for name in "$@"; do
+        text="${text//"\${$name}"/"${!name}"}"
+    done
+    [[ "$text" != *"\${"* ]] || die "render: a \${...} in the template was not filled"
+    printf '%s\n' "$text"
+}
