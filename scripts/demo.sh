@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs logproxy on local demo data, in the foreground, on 127.0.0.1:8080.
 #
-# Usage: scripts/demo.sh                   one local ClickHouse on 18123
-#        DEMO_REPLICAS=2 scripts/demo.sh   two, on 18123 and 18124, holding the same demo rows
+# Usage: scripts/demo.sh                   two local ClickHouse replicas on 18123 and 18124
+#        DEMO_REPLICAS=1 scripts/demo.sh   one, on 18123
 # Ctrl-C stops the service. ClickHouse keeps running: `scripts/clickhouse.sh stop 18123 18124`.
 #
 # Steps:
@@ -24,7 +24,7 @@
 # Environment:
 #   LOGPROXY__SERVER__BIND  listen address (default 127.0.0.1:8080 from config/default.toml)
 #   DEMO_RESEED=1           delete and re-seed the demo apps' rows even if they are fresh
-#   DEMO_REPLICAS=N         number of local ClickHouse servers (default 1), on consecutive ports
+#   DEMO_REPLICAS=N         number of local ClickHouse servers (default 2), on consecutive ports
 #   CLICKHOUSE_HTTP_PORT    port of the first local ClickHouse (default 18123); the demo always
 #                           uses these local servers, whatever LOGPROXY__CLICKHOUSE__URL(S) say
 #   CARGO_TARGET_DIR        where cargo builds (default target/)
@@ -39,7 +39,7 @@ DEMO_APPS=5
 DEMO_KEY=lp_demo_key_1
 ROWS_PER_APP=5000
 FRESH_FOR_MS=3600000   # data newer than this is kept
-REPLICAS="${DEMO_REPLICAS:-1}"
+REPLICAS="${DEMO_REPLICAS:-2}"
 [[ "$REPLICAS" =~ ^[1-9][0-9]*$ ]] || die "DEMO_REPLICAS=$REPLICAS is not a positive number"
 
 # ------------------------------------------------------------ listen address ---

@@ -347,3 +347,47 @@ async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
         tokio::time::sleep(interval).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replicas(n: usize) -> Replicas {
+        let settings = ClickHouseSettings {
+            urls: (0..n)
+                .map(|i| format!("http://127.0.0.1:{}", 9 + i))
+                .collect(),
+            ..ClickHouseSettings::default()
+        };
+        let metrics = crate::metrics::Metrics::new();
+        Replicas::new(&settings, (0..n).map(|i| metrics.replica(i)).collect())
+    }
+
+    #[test]
+    fn the_replica_with_fewest_queries_in_flight_is_chosen_and_ties_rotate() {
+        let r = replicas(3);
+        let picks: Vec<_> = (0..6).map(|_| r.pick(None).unwrap()).collect();
+        assert_eq!(picks, [0, 1, 2, 0, 1, 2], "ties rotate");
+        r.replicas[0].in_flight.store(2, Ordering::Relaxed);
+        r.replicas[1].in_flight.store(1, Ordering::Relaxed);
+        assert!((0..6).all(|_| r.pick(None) == Some(2)));
+        assert!(
+            (0..6).all(|_| r.pick(Some(2)) == Some(1)),
+            "except the first attempt's"
+        );
+    }
+
+    #[test]
+    fn a_replica_marked_down_gets_nothing_until_a_probe_brings_it_up() {
+        let r = replicas(2);
+        r.mark_down(0, &QueryError::Unavailable("refused".into()));
+        assert!((0..4).all(|_| r.pick(None) == Some(1)));
+        assert_eq!(r.pick(Some(1)), None);
+        r.replicas[1].set(Health::Down);
+        assert_eq!(r.pick(None), None, "no healthy replica: fail at once");
+        r.replicas[0].set(Health::Up);
+        assert_eq!(r.pick(None), Some(0));
+        assert_eq!(r.replicas[0].metrics.up.get(), 1);
+        assert_eq!(r.replicas[1].metrics.up.get(), 0);
+    }
+}
