@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
+use logproxy::clickhouse::ChClient;
+use logproxy::config::ClickHouseSettings;
+use logproxy_testkit::{count_queries, free_port};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logproxy");
@@ -37,14 +40,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config_file(name: &str, ch_url: &str, ttl_seconds: u64) -> std::path::PathBuf {
@@ -292,6 +287,7 @@ async fn get_body(http: &reqwest::Client, url: &str) -> bytes::Bytes {
     resp.bytes().await.expect("body")
 }
 
+/// A series of the service's `/metrics`, 0 while it is absent.
 async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = http
         .get(format!("{base}/metrics"))
@@ -301,9 +297,7 @@ async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    logproxy_testkit::metric(&text, series).unwrap_or(0.0)
 }
 
 fn ensure_clickhouse() -> String {
@@ -326,6 +320,11 @@ async fn main() {
         run(Command::new("apt-get").args(["install", "-y", "wrk"]));
     }
     let ch_url = ensure_clickhouse();
+    let ch = ChClient::new(&ClickHouseSettings {
+        url: ch_url.clone(),
+        database: DATABASE.into(),
+        ..ClickHouseSettings::default()
+    });
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .pool_idle_timeout(Duration::from_secs(1))
@@ -483,15 +482,7 @@ async fn main() {
             stampede_latencies.push(us);
             assert!(ok, "stampede request failed");
         }
-        ch_query(&http, &ch_url, "SYSTEM FLUSH LOGS").await;
-        let sql = format!("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, '{prefix}')");
-        queries_per_key.push(
-            ch_query(&http, &ch_url, &sql)
-                .await
-                .trim()
-                .parse::<u64>()
-                .unwrap(),
-        );
+        queries_per_key.push(count_queries(ch.raw(), &prefix).await);
     }
     let stampede = Figures::from_latencies(
         stampede_latencies,
