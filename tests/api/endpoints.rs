@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 
 use crate::helpers::{
-    body_json, now_ms, runtime_row, spawn_app, start_app, test_settings_with_clickhouse,
+    body_json, header, now_ms, runtime_row, spawn_app, start_app, test_settings_with_clickhouse,
 };
 
 #[actix_web::test]
@@ -52,10 +52,7 @@ async fn metrics_exposes_the_contract_names_without_an_app_id_label() {
 
     let resp = app.get_path("/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
+    assert!(header(&resp, "content-type").starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     for name in [
         "logproxy_http_requests_total{route=\"/v1/apps/{app_id}/logs\",status=\"200\"} 2",
