@@ -11,6 +11,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
+use logproxy::clickhouse::ChClient;
+use logproxy::config::ClickHouseSettings;
+use logproxy_testkit::{count_queries, free_port};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logproxy");
@@ -37,14 +40,6 @@ impl Drop for Service {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn config_file(name: &str, ch_url: &str, ttl_seconds: u64) -> std::path::PathBuf {
@@ -267,19 +262,6 @@ fn print_row(name: &str, f: &Figures) {
     );
 }
 
-async fn ch_query(http: &reqwest::Client, ch_url: &str, sql: &str) -> String {
-    let resp = http
-        .post(ch_url)
-        .body(sql.to_owned())
-        .send()
-        .await
-        .expect("clickhouse");
-    let status = resp.status();
-    let text = resp.text().await.unwrap();
-    assert!(status.is_success(), "{sql}: {text}");
-    text
-}
-
 /// GET `url` with the bench key; the body.
 async fn get_body(http: &reqwest::Client, url: &str) -> bytes::Bytes {
     let resp = http
@@ -292,6 +274,7 @@ async fn get_body(http: &reqwest::Client, url: &str) -> bytes::Bytes {
     resp.bytes().await.expect("body")
 }
 
+/// A series of the service's `/metrics`, 0 while it is absent.
 async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
     let text = http
         .get(format!("{base}/metrics"))
@@ -301,9 +284,7 @@ async fn metric(http: &reqwest::Client, base: &str, series: &str) -> f64 {
         .text()
         .await
         .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .map_or(0.0, |v| v.trim().parse().unwrap())
+    logproxy_testkit::metric(&text, series).unwrap_or(0.0)
 }
 
 fn ensure_clickhouse() -> String {
@@ -316,50 +297,43 @@ fn ensure_clickhouse() -> String {
     "http://127.0.0.1:18123".into()
 }
 
-#[actix_web::main]
-async fn main() {
-    let seconds: u64 = std::env::var("LOAD_SECONDS")
+/// Each wrk scenario's length (`LOAD_SECONDS`, default 10).
+fn load_seconds() -> u64 {
+    std::env::var("LOAD_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(10)
+}
+
+fn install_wrk_if_missing() {
     if Command::new("wrk").arg("--version").output().is_err() {
         run(Command::new("apt-get").args(["install", "-y", "wrk"]));
     }
-    let ch_url = ensure_clickhouse();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
-        .pool_idle_timeout(Duration::from_secs(1))
-        .build()
-        .unwrap();
+}
 
-    // Data: 1M runtime rows over 50 apps, seeded once and reused by later runs.
-    let main_config = config_file("main", &ch_url, TTL_SECONDS);
-    run(Command::new(BIN)
-        .args(["migrate", "--config"])
-        .arg(&main_config));
-    let count_sql = format!("SELECT count() FROM {DATABASE}.canvas_app_logs");
-    let rows: u64 = ch_query(&http, &ch_url, &count_sql)
-        .await
-        .trim()
-        .parse()
-        .unwrap();
-    if rows < u64::from(APPS * ROWS_PER_APP) {
+/// Migrates the bench database and, unless an earlier run did, seeds 1M runtime rows over
+/// 50 apps. Returns the runtime rows it holds.
+async fn seed_once(ch: &ChClient, config: &std::path::Path) -> u64 {
+    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
+    let count = || async {
+        ch.raw()
+            .query("SELECT count() FROM canvas_app_logs")
+            .fetch_one::<u64>()
+            .await
+            .expect("count runtime rows")
+    };
+    if count().await < u64::from(APPS * ROWS_PER_APP) {
         let started = Instant::now();
-        ch_query(
-            &http,
-            &ch_url,
-            &format!("TRUNCATE TABLE {DATABASE}.canvas_app_logs"),
-        )
-        .await;
-        ch_query(
-            &http,
-            &ch_url,
-            &format!("TRUNCATE TABLE {DATABASE}.canvas_request_logs"),
-        )
-        .await;
+        for table in ["canvas_app_logs", "canvas_request_logs"] {
+            ch.raw()
+                .query(&format!("TRUNCATE TABLE {table}"))
+                .execute()
+                .await
+                .expect("truncate");
+        }
         run(Command::new(BIN)
             .args(["seed", "--config"])
-            .arg(&main_config)
+            .arg(config)
             .args([
                 "--apps",
                 &APPS.to_string(),
@@ -374,22 +348,15 @@ async fn main() {
             started.elapsed().as_secs_f64()
         );
     }
-    let rows: u64 = ch_query(&http, &ch_url, &count_sql)
-        .await
-        .trim()
-        .parse()
-        .unwrap();
+    count().await
+}
 
-    let main = start_service(&main_config);
-    let nocache = start_service(&config_file("nocache", &ch_url, 0));
-
-    // The hot key, warmed; its exact body is what the static ceiling serves.
-    let hot = format!("{}/v1/apps/demo-app-1/logs?hours=24&limit=100", main.base);
-    let body = get_body(&http, &hot).await;
-    let static_body = body.clone();
-    let static_port = free_port();
+/// Serves `body` at `/static` from inside this process, with no logic: the ceiling of
+/// what the generator and machine can do with these bytes. Returns its URL.
+fn serve_static(body: bytes::Bytes) -> String {
+    let port = free_port();
     let server = HttpServer::new(move || {
-        let body = static_body.clone();
+        let body = body.clone();
         App::new().route(
             "/static",
             web::get().to(move || {
@@ -403,138 +370,165 @@ async fn main() {
         )
     })
     .workers(workers())
-    .bind(("127.0.0.1", static_port))
+    .bind(("127.0.0.1", port))
     .unwrap()
     .run();
     actix_web::rt::spawn(server);
+    format!("http://127.0.0.1:{port}/static")
+}
 
-    println!(
-        "\nlogproxy load bench: {rows} runtime rows, {} cores, {} HTTP workers, wrk -t2, {seconds} s per wrk scenario, body {} bytes\n",
-        std::thread::available_parallelism().map_or(0, |n| n.get()),
-        workers(),
-        body.len()
-    );
+/// What every scenario needs: the generator's settings, ClickHouse, the two services.
+struct Bench {
+    seconds: u64,
+    http: reqwest::Client,
+    ch_url: String,
+    ch: ChClient,
+    /// Cache on, TTL 120 s, 16 MiB budget.
+    main: Service,
+    /// `ttl_seconds = 0`: every request is a miss.
+    nocache: Service,
+}
 
-    // e. static ceiling, then a. hot hits: same generator, connections and bytes.
-    let static_url = format!("http://127.0.0.1:{static_port}/static");
-    let warm = get_body(&http, &static_url).await;
-    assert_eq!(warm, body, "the static route serves the hot key's bytes");
-    // Three rounds in turn, so a noisy neighbour hits both alike; medians are reported.
-    let mut ratios = Vec::new();
-    let mut hot_p99 = Vec::new();
-    for round in 1..=3 {
-        let ceiling = wrk(&static_url, CONNECTIONS, seconds, "").await;
-        print_row(&format!("e. static ceiling (64 conns) #{round}"), &ceiling);
-        let hot_hits = wrk(&hot, CONNECTIONS, seconds, "").await;
-        print_row(&format!("a. hot hits (64 conns) #{round}"), &hot_hits);
-        ratios.push(hot_hits.rps() / ceiling.rps());
-        hot_p99.push(hot_hits.p99);
-    }
+/// Scenario b's figures and what the service holds at its end.
+struct ManyApps {
+    figures: Figures,
+    hits: f64,
+    rss: u64,
+    cache_bytes: f64,
+}
 
-    // b. many apps: ~95% hits, the rest cold misses.
-    let warm_started = Instant::now();
-    warm_hot_set(&http, &main.base).await;
-    println!(
-        "   (b's hot set of 2,000 keys warmed in {:.1} s)",
-        warm_started.elapsed().as_secs_f64()
-    );
-    let hits_before = metric(
-        &http,
-        &main.base,
-        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"}",
-    )
-    .await;
-    let many = wrk(&main.base, CONNECTIONS, seconds, MANY_APPS_LUA).await;
-    print_row("b. many apps (64 conns)", &many);
-    let hits = metric(
-        &http,
-        &main.base,
-        "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"}",
-    )
-    .await
-        - hits_before;
-    let rss = rss_bytes(main.child.id());
-    let cache_bytes = metric(&http, &main.base, "logproxy_cache_bytes").await;
-
-    // c. cold stampede: 256 connections ask one fresh key at once, five keys in turn.
-    let mut stampede_latencies = Vec::new();
-    let mut queries_per_key = Vec::new();
-    let stampede_started = Instant::now();
-    let run_id = uuid::Uuid::new_v4().simple().to_string();
-    for key in 0..5 {
-        let prefix = format!("stampede{}-{key}-", &run_id[..8]);
-        let url = format!(
-            "{}/v1/apps/demo-app-{}/logs?hours=23&level=debug&limit=100",
-            main.base,
-            key + 2
-        );
-        let requests = (0..256).map(|i| {
-            let req = http
-                .get(&url)
-                .bearer_auth(KEY)
-                .header("x-request-id", format!("{prefix}{i}"));
-            async move {
-                let started = Instant::now();
-                let ok = req.send().await.is_ok_and(|r| r.status().is_success());
-                (started.elapsed().as_secs_f64() * 1e6, ok)
-            }
-        });
-        for (us, ok) in join_all(requests).await {
-            stampede_latencies.push(us);
-            assert!(ok, "stampede request failed");
+impl Bench {
+    /// e. static ceiling, then a. hot hits: same generator, connections and bytes. Three
+    /// rounds in turn, so a noisy neighbour hits both alike. Returns each round's ratio of
+    /// hot hits to the ceiling and each round's hot-hit p99.
+    async fn static_ceiling_and_hot_hits(
+        &self,
+        static_url: &str,
+        hot: &str,
+        body: &bytes::Bytes,
+    ) -> (Vec<f64>, Vec<f64>) {
+        let warm = get_body(&self.http, static_url).await;
+        assert_eq!(&warm, body, "the static route serves the hot key's bytes");
+        let mut ratios = Vec::new();
+        let mut hot_p99 = Vec::new();
+        for round in 1..=3 {
+            let ceiling = wrk(static_url, CONNECTIONS, self.seconds, "").await;
+            print_row(&format!("e. static ceiling (64 conns) #{round}"), &ceiling);
+            let hot_hits = wrk(hot, CONNECTIONS, self.seconds, "").await;
+            print_row(&format!("a. hot hits (64 conns) #{round}"), &hot_hits);
+            ratios.push(hot_hits.rps() / ceiling.rps());
+            hot_p99.push(hot_hits.p99);
         }
-        ch_query(&http, &ch_url, "SYSTEM FLUSH LOGS").await;
-        let sql = format!("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, '{prefix}')");
-        queries_per_key.push(
-            ch_query(&http, &ch_url, &sql)
+        (ratios, hot_p99)
+    }
+
+    /// b. many apps: ~95% hits over a warmed hot set, the rest cold misses.
+    async fn many_apps(&self) -> ManyApps {
+        let base = &self.main.base;
+        let hit_series = "logproxy_cache_requests_total{log_type=\"runtime\",result=\"hit\"}";
+        let warm_started = Instant::now();
+        warm_hot_set(&self.http, base).await;
+        println!(
+            "   (b's hot set of 2,000 keys warmed in {:.1} s)",
+            warm_started.elapsed().as_secs_f64()
+        );
+        let hits_before = metric(&self.http, base, hit_series).await;
+        let figures = wrk(base, CONNECTIONS, self.seconds, MANY_APPS_LUA).await;
+        print_row("b. many apps (64 conns)", &figures);
+        let hits = metric(&self.http, base, hit_series).await - hits_before;
+        ManyApps {
+            figures,
+            hits,
+            rss: rss_bytes(self.main.child.id()),
+            cache_bytes: metric(&self.http, base, "logproxy_cache_bytes").await,
+        }
+    }
+
+    /// c. cold stampede: 256 connections ask one fresh key at once, five keys in turn.
+    /// Returns the ClickHouse queries per key, counted in `system.query_log`.
+    async fn cold_stampede(&self) -> Vec<u64> {
+        let mut latencies = Vec::new();
+        let mut queries_per_key = Vec::new();
+        let started = Instant::now();
+        let run_id = uuid::Uuid::new_v4().simple().to_string();
+        for key in 0..5 {
+            let prefix = format!("stampede{}-{key}-", &run_id[..8]);
+            let url = format!(
+                "{}/v1/apps/demo-app-{}/logs?hours=23&level=debug&limit=100",
+                self.main.base,
+                key + 2
+            );
+            let requests = (0..256).map(|i| {
+                let req = self
+                    .http
+                    .get(&url)
+                    .bearer_auth(KEY)
+                    .header("x-request-id", format!("{prefix}{i}"));
+                async move {
+                    let started = Instant::now();
+                    let ok = req.send().await.is_ok_and(|r| r.status().is_success());
+                    (started.elapsed().as_secs_f64() * 1e6, ok)
+                }
+            });
+            for (us, ok) in join_all(requests).await {
+                latencies.push(us);
+                assert!(ok, "stampede request failed");
+            }
+            queries_per_key.push(count_queries(self.ch.raw(), &prefix).await);
+        }
+        let stampede = Figures::from_latencies(latencies, started.elapsed().as_secs_f64(), 0);
+        print_row("c. cold stampede (256 at once x5)", &stampede);
+        queries_per_key
+    }
+
+    /// d. misses only (cache off) beside the same query sent straight to ClickHouse.
+    /// Returns the proxy's figures and ClickHouse's.
+    async fn misses_only(&self) -> (Figures, Figures) {
+        let mut proxy = Vec::new();
+        let mut direct = Vec::new();
+        let started = Instant::now();
+        for i in 0..400u32 {
+            let app = i % APPS + 1;
+            let url = format!(
+                "{}/v1/apps/demo-app-{app}/logs?hours=24&limit=100",
+                self.nocache.base
+            );
+            let t = Instant::now();
+            get_body(&self.http, &url).await;
+            proxy.push(t.elapsed().as_secs_f64() * 1e6);
+            let since = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
+            let sql = format!(
+                "SELECT timestamp_ms, level, message, route_path, request_id FROM {DATABASE}.canvas_app_logs \
+                 WHERE app_id = 'demo-app-{app}' AND timestamp_ms >= {since} ORDER BY timestamp_ms DESC LIMIT 100 FORMAT RowBinary"
+            );
+            let t = Instant::now();
+            self.http
+                .post(&self.ch_url)
+                .body(sql)
+                .send()
                 .await
-                .trim()
-                .parse::<u64>()
-                .unwrap(),
-        );
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            direct.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let seconds = started.elapsed().as_secs_f64() / 2.0;
+        let proxy = Figures::from_latencies(proxy, seconds, 0);
+        let direct = Figures::from_latencies(direct, seconds, 0);
+        print_row("d. misses only, via logproxy", &proxy);
+        print_row("d. same query, direct ClickHouse", &direct);
+        (proxy, direct)
     }
-    let stampede = Figures::from_latencies(
-        stampede_latencies,
-        stampede_started.elapsed().as_secs_f64(),
-        0,
-    );
-    print_row("c. cold stampede (256 at once x5)", &stampede);
+}
 
-    // d. misses only (cache off) beside the same query sent straight to ClickHouse.
-    let mut proxy = Vec::new();
-    let mut direct = Vec::new();
-    let d_started = Instant::now();
-    for i in 0..400u32 {
-        let app = i % APPS + 1;
-        let url = format!(
-            "{}/v1/apps/demo-app-{app}/logs?hours=24&limit=100",
-            nocache.base
-        );
-        let t = Instant::now();
-        get_body(&http, &url).await;
-        proxy.push(t.elapsed().as_secs_f64() * 1e6);
-        let since = chrono::Utc::now().timestamp_millis() - 24 * 3_600_000;
-        let sql = format!(
-            "SELECT timestamp_ms, level, message, route_path, request_id FROM {DATABASE}.canvas_app_logs \
-             WHERE app_id = 'demo-app-{app}' AND timestamp_ms >= {since} ORDER BY timestamp_ms DESC LIMIT 100 FORMAT RowBinary"
-        );
-        let t = Instant::now();
-        http.post(&ch_url)
-            .body(sql)
-            .send()
-            .await
-            .unwrap()
-            .bytes()
-            .await
-            .unwrap();
-        direct.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    let d_seconds = d_started.elapsed().as_secs_f64() / 2.0;
-    let proxy = Figures::from_latencies(proxy, d_seconds, 0);
-    let direct = Figures::from_latencies(direct, d_seconds, 0);
-    print_row("d. misses only, via logproxy", &proxy);
-    print_row("d. same query, direct ClickHouse", &direct);
-
+fn print_summary(
+    ratios: Vec<f64>,
+    hot_p99: Vec<f64>,
+    queries_per_key: &[u64],
+    (proxy, direct): (&Figures, &Figures),
+    many: &ManyApps,
+) {
     println!("\nratios and targets");
     println!(
         "  hot hits / static ceiling        {:.2}   (median of {ratios:.2?}; target >= 0.80)",
@@ -551,9 +545,57 @@ async fn main() {
     println!("  stampede queries per key         {queries_per_key:?}   (target: exactly 1 each)");
     println!(
         "  many apps: hit ratio {:.1}%, RSS {:.1} MiB, cache {:.1} MiB, budget {} MiB   (target RSS <= budget + 64 MiB)",
-        100.0 * hits / many.requests.max(1) as f64,
-        rss as f64 / 1048576.0,
-        cache_bytes / 1048576.0,
+        100.0 * many.hits / many.figures.requests.max(1) as f64,
+        many.rss as f64 / 1048576.0,
+        many.cache_bytes / 1048576.0,
         MAX_BYTES / 1048576
     );
+}
+
+#[actix_web::main]
+async fn main() {
+    install_wrk_if_missing();
+    let ch_url = ensure_clickhouse();
+    let ch = ChClient::new(&ClickHouseSettings {
+        url: ch_url.clone(),
+        database: DATABASE.into(),
+        ..ClickHouseSettings::default()
+    });
+    let main_config = config_file("main", &ch_url, TTL_SECONDS);
+    let rows = seed_once(&ch, &main_config).await;
+    let bench = Bench {
+        seconds: load_seconds(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(512)
+            .pool_idle_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap(),
+        main: start_service(&main_config),
+        nocache: start_service(&config_file("nocache", &ch_url, 0)),
+        ch_url,
+        ch,
+    };
+
+    // The hot key, warmed; its exact body is what the static ceiling serves.
+    let hot = format!(
+        "{}/v1/apps/demo-app-1/logs?hours=24&limit=100",
+        bench.main.base
+    );
+    let body = get_body(&bench.http, &hot).await;
+    let static_url = serve_static(body.clone());
+    println!(
+        "\nlogproxy load bench: {rows} runtime rows, {} cores, {} HTTP workers, wrk -t2, {} s per wrk scenario, body {} bytes\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        workers(),
+        bench.seconds,
+        body.len()
+    );
+
+    let (ratios, hot_p99) = bench
+        .static_ceiling_and_hot_hits(&static_url, &hot, &body)
+        .await;
+    let many = bench.many_apps().await;
+    let queries_per_key = bench.cold_stampede().await;
+    let (proxy, direct) = bench.misses_only().await;
+    print_summary(ratios, hot_p99, &queries_per_key, (&proxy, &direct), &many);
 }

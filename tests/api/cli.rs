@@ -2,16 +2,15 @@
 //! file into a fresh temporary directory and runs the binary there; tests that touch
 //! ClickHouse use a database of their own and drop it at the end.
 
-mod common;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::clickhouse_url;
 use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
 use logproxy::config::ClickHouseSettings;
+
+use crate::helpers::{clickhouse_url, now_ms};
 
 const RUNTIME_TABLE: &str = "canvas_app_logs";
 const REQUESTS_TABLE: &str = "canvas_request_logs";
@@ -210,7 +209,7 @@ fn migrate_and_seed(dir: &TempDir, seed: &str) -> (String, i64, i64) {
     let config = dir.write(&format!("{database}.toml"), &clickhouse_config(&database));
     let config = config.to_str().unwrap();
     assert_success(&run(dir.path(), &["migrate", "--config", config], &[]));
-    let started_ms = common::now_ms();
+    let started_ms = now_ms();
     let out = run(
         dir.path(),
         &[
@@ -228,7 +227,7 @@ fn migrate_and_seed(dir: &TempDir, seed: &str) -> (String, i64, i64) {
         ],
         &[],
     );
-    let finished_ms = common::now_ms();
+    let finished_ms = now_ms();
     assert_success(&out);
     (database, started_ms, finished_ms)
 }

@@ -1,18 +1,16 @@
 //! What the endpoint returns, checked against rows inserted with known timestamps.
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+use crate::helpers::{body_json, now_ms, request_row, runtime_row, spawn_app, unique_app, TestApp};
 
 const HOUR: i64 = 3_600_000;
 
 async fn entries(app: &TestApp, app_id: &str, query: &str) -> Vec<Value> {
     let resp = app.get(app_id, query).await;
     assert_eq!(resp.status(), StatusCode::OK, "{query}");
-    let body: Value = resp.json().await.unwrap();
-    body["entries"].as_array().unwrap().clone()
+    body_json(resp).await["entries"].as_array().unwrap().clone()
 }
 
 fn messages(entries: &[Value]) -> Vec<&str> {
@@ -206,7 +204,7 @@ async fn an_app_with_no_rows_gets_an_empty_list() {
     let app = spawn_app().await;
     let resp = app.get(&unique_app("empty"), "log_type=requests").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
+    let body = body_json(resp).await;
     assert_eq!(body["entries"], serde_json::json!([]));
     assert_eq!(body["log_type"], "requests");
 }

@@ -1,15 +1,18 @@
 //! ClickHouse failures, each arranged for real: a stopped server, a port that accepts and
 //! never answers, a query the server rejects.
 
-mod common;
-
 use std::io::Read;
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use logproxy_testkit::free_port;
 use reqwest::StatusCode;
 use serde_json::Value;
+
+use crate::helpers::{
+    body_json, migrate, now_ms, runtime_row, spawn_app_with, start_app, test_settings,
+    test_settings_with_clickhouse, OwnClickHouse,
+};
 
 async fn error_body(resp: reqwest::Response) -> Value {
     let text = resp.text().await.unwrap();
@@ -28,10 +31,8 @@ async fn error_body(resp: reqwest::Response) -> Value {
 
 #[actix_web::test]
 async fn logs_returns_503_while_clickhouse_is_stopped_and_200_after_it_restarts() {
-    let server = OwnClickHouse::new();
-    server.start();
-    let mut settings = test_settings();
-    settings.clickhouse.url = server.url();
+    let server = OwnClickHouse::started();
+    let mut settings = test_settings_with_clickhouse(server.url());
     settings.cache.ttl_seconds = 0;
     settings.cache.stale_if_error_seconds = 0;
     let app = spawn_app_with(settings).await;
@@ -59,7 +60,7 @@ async fn logs_returns_503_while_clickhouse_is_stopped_and_200_after_it_restarts(
     server.start();
     let resp = app.get("app-1", "").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let body: Value = resp.json().await.unwrap();
+    let body = body_json(resp).await;
     assert_eq!(
         body["entries"][0]["message"], "before",
         "the data survived the restart"
@@ -91,8 +92,7 @@ fn silent_listener() -> (u16, Arc<Mutex<String>>) {
 #[actix_web::test]
 async fn logs_returns_504_when_the_query_runs_past_its_timeout_and_bounds_it_on_the_server() {
     let (port, seen) = silent_listener();
-    let mut settings = test_settings();
-    settings.clickhouse.url = format!("http://127.0.0.1:{port}");
+    let mut settings = test_settings_with_clickhouse(format!("http://127.0.0.1:{port}"));
     settings.clickhouse.query_timeout_ms = 300;
     let app = start_app(settings).await;
 
@@ -116,8 +116,7 @@ async fn logs_returns_504_when_the_query_runs_past_its_timeout_and_bounds_it_on_
 #[actix_web::test]
 async fn logs_returns_502_when_clickhouse_answers_with_an_exception() {
     let mut settings = test_settings();
-    let ch = logproxy::clickhouse::ChClient::new(&settings.clickhouse);
-    ch.migrate().await.expect("migrate");
+    migrate(&settings).await;
     // A valid identifier naming a table that does not exist: ClickHouse raises Code 60.
     settings.clickhouse.runtime_table = "no_such_table".into();
     let app = start_app(settings).await;
@@ -136,8 +135,7 @@ async fn logs_returns_502_when_clickhouse_answers_with_an_exception() {
 
 #[actix_web::test]
 async fn logs_returns_503_at_once_when_nothing_listens_on_the_clickhouse_port() {
-    let mut settings = test_settings();
-    settings.clickhouse.url = format!("http://127.0.0.1:{}", free_port());
+    let settings = test_settings_with_clickhouse(format!("http://127.0.0.1:{}", free_port()));
     let app = start_app(settings).await;
     let resp = app.get("app-1", "").await;
     assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);

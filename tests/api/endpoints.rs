@@ -1,28 +1,28 @@
 //! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` (CONTRACT.md §2 and §5).
 
-mod common;
-
-use common::*;
 use reqwest::StatusCode;
-use serde_json::Value;
+
+use crate::helpers::{
+    body_json, header, now_ms, runtime_row, spawn_app, start_app, test_settings_with_clickhouse,
+};
 
 #[actix_web::test]
 async fn healthz_and_readyz_answer_200_while_clickhouse_answers() {
     let app = spawn_app().await;
     let health = app.get_path("/healthz").await;
     assert_eq!(health.status(), StatusCode::OK);
-    assert_eq!(health.json::<Value>().await.unwrap()["status"], "ok");
+    assert_eq!(body_json(health).await["status"], "ok");
     let ready = app.get_path("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
-    assert_eq!(ready.json::<Value>().await.unwrap()["status"], "ready");
+    assert_eq!(body_json(ready).await["status"], "ready");
 }
 
 #[actix_web::test]
 async fn readyz_answers_503_within_a_second_when_clickhouse_never_answers() {
     // A port that accepts connections and never answers.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let mut settings = test_settings();
-    settings.clickhouse.url = format!("http://{}", listener.local_addr().unwrap());
+    let settings =
+        test_settings_with_clickhouse(format!("http://{}", listener.local_addr().unwrap()));
     let app = start_app(settings).await;
     let started = std::time::Instant::now();
     assert_eq!(
@@ -52,10 +52,7 @@ async fn metrics_exposes_the_contract_names_without_an_app_id_label() {
 
     let resp = app.get_path("/metrics").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(resp.headers()["content-type"]
-        .to_str()
-        .unwrap()
-        .starts_with("text/plain"));
+    assert!(header(&resp, "content-type").starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     for name in [
         "logproxy_http_requests_total{route=\"/v1/apps/{app_id}/logs\",status=\"200\"} 2",
@@ -83,7 +80,7 @@ async fn openapi_json_describes_the_logs_endpoint() {
     let app = spawn_app().await;
     let resp = app.get_path("/openapi.json").await;
     assert_eq!(resp.status(), StatusCode::OK);
-    let doc: Value = resp.json().await.unwrap();
+    let doc = body_json(resp).await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     let op = &doc["paths"]["/v1/apps/{app_id}/logs"]["get"];
     assert_eq!(op["operationId"], "get_app_logs_v1_apps__app_id__logs_get");

@@ -1,20 +1,18 @@
 //! Per-app rate limits (governor) and the backend budget of query slots.
 
-mod common;
+use std::time::Duration;
 
-use std::time::{Duration, Instant};
-
-use common::*;
 use futures_util::future::join_all;
-use logproxy::config::RateLimitOverride;
+use logproxy::config::{RateLimitOverride, Settings};
+use logproxy_testkit::metric_value;
 use reqwest::StatusCode;
-use serde_json::Value;
 
-fn header(resp: &reqwest::Response, name: &str) -> u64 {
-    resp.headers()[name].to_str().unwrap().parse().unwrap()
-}
+use crate::helpers::{
+    body_json, header, header_number, now_ms, runtime_row, slow_settings, spawn_app_with,
+    start_app, test_settings, ALPHA_KEY,
+};
 
-fn limited_settings() -> logproxy::config::Settings {
+fn limited_settings() -> Settings {
     let mut settings = test_settings();
     settings.rate_limit.requests_per_second = 2;
     settings.rate_limit.burst = 3;
@@ -37,21 +35,21 @@ async fn logs_returns_429_with_retry_after_when_an_app_exceeds_its_burst_and_the
             StatusCode::OK,
             "hits count too, but these are within the burst"
         );
-        assert_eq!(header(&resp, "x-ratelimit-limit"), 3);
-        remaining.push(header(&resp, "x-ratelimit-remaining"));
-        assert!(header(&resp, "x-ratelimit-reset") <= 2);
+        assert_eq!(header_number(&resp, "x-ratelimit-limit"), 3);
+        remaining.push(header_number(&resp, "x-ratelimit-remaining"));
+        assert!(header_number(&resp, "x-ratelimit-reset") <= 2);
     }
     assert_eq!(remaining, [2, 1, 0]);
 
     let limited = app.get("tight-app", "").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(
-        header(&limited, "retry-after"),
+        header_number(&limited, "retry-after"),
         1,
         "whole seconds, at least 1"
     );
-    assert_eq!(header(&limited, "x-ratelimit-remaining"), 0);
-    let body: Value = limited.json().await.unwrap();
+    assert_eq!(header_number(&limited, "x-ratelimit-remaining"), 0);
+    let body = body_json(limited).await;
     assert_eq!(body["status"], 429);
     assert_eq!(body["error"]["type"], "TooManyRequestsError");
     assert_eq!(body["error"]["code"], "rate_limited");
@@ -83,7 +81,7 @@ async fn one_app_at_its_limit_never_limits_another_and_overrides_apply() {
         assert_eq!(app.get("roomy-app", "").await.status(), StatusCode::OK);
     }
     assert_eq!(
-        header(&app.get("roomy-app", "").await, "x-ratelimit-limit"),
+        header_number(&app.get("roomy-app", "").await, "x-ratelimit-limit"),
         100
     );
 }
@@ -109,55 +107,15 @@ async fn bad_requests_do_not_spend_the_apps_quota() {
         );
     }
     assert_eq!(
-        header(&app.get("careful-app", "").await, "x-ratelimit-remaining"),
+        header_number(&app.get("careful-app", "").await, "x-ratelimit-remaining"),
         2
     );
     // Refusals after auth still show the quota, without spending it.
     let refused = app.get("careful-app", "hours=0").await;
-    assert_eq!(header(&refused, "x-ratelimit-limit"), 3);
-    assert_eq!(header(&refused, "x-ratelimit-remaining"), 2);
+    assert_eq!(header_number(&refused, "x-ratelimit-limit"), 3);
+    assert_eq!(header_number(&refused, "x-ratelimit-remaining"), 2);
     let fresh = app.get("fresh-quota-app", "level=x").await;
-    assert_eq!(header(&fresh, "x-ratelimit-remaining"), 3);
-}
-
-/// Runs `count` distinct misses for each app at once, watching ClickHouse's process list.
-/// Returns the statuses and the most queries seen at once per app and in all.
-async fn concurrent_misses(
-    app: &TestApp,
-    apps: &[&str],
-    count: u32,
-) -> (Vec<StatusCode>, Vec<u64>, u64) {
-    let prefixes: Vec<String> = apps.iter().map(|a| unique_prefix(a)).collect();
-    let mut requests = Vec::new();
-    for (app_id, prefix) in apps.iter().zip(&prefixes) {
-        for hours in 1..=count {
-            let req = app
-                .http
-                .get(app.logs_url(app_id, &format!("hours={hours}")))
-                .bearer_auth(ALPHA_KEY)
-                .header("x-request-id", format!("{prefix}-{hours}"));
-            requests.push(req.send());
-        }
-    }
-    let watch = async {
-        let mut most_each = vec![0; apps.len()];
-        let mut most_all = 0;
-        let until = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < until {
-            let mut all = 0;
-            for (i, prefix) in prefixes.iter().enumerate() {
-                let n = running(&app.ch, prefix).await;
-                most_each[i] = most_each[i].max(n);
-                all += n;
-            }
-            most_all = most_all.max(all);
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        (most_each, most_all)
-    };
-    let (responses, (most_each, most_all)) = futures_util::join!(join_all(requests), watch);
-    let statuses = responses.into_iter().map(|r| r.unwrap().status()).collect();
-    (statuses, most_each, most_all)
+    assert_eq!(header_number(&fresh, "x-ratelimit-remaining"), 3);
 }
 
 #[actix_web::test]
@@ -172,7 +130,9 @@ async fn per_app_and_global_query_slots_hold_under_concurrent_misses() {
     settings.clickhouse.queue_timeout_ms = 10_000;
     let app = start_app(settings).await;
 
-    let (statuses, most_each, most_all) = concurrent_misses(&app, &["slots-a", "slots-b"], 3).await;
+    let (statuses, most_each, most_all) = app
+        .concurrent_misses(&["slots-a", "slots-b"], 3, Duration::from_secs(5))
+        .await;
     assert!(
         statuses.iter().all(|s| *s == StatusCode::OK),
         "{statuses:?}"
@@ -203,10 +163,7 @@ async fn a_miss_that_waits_past_queue_timeout_gets_503_overloaded_while_hits_are
     let hit = async {
         actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         let resp = app.get("queue-app", "hours=9").await;
-        (
-            resp.status(),
-            resp.headers()["x-cache"].to_str().unwrap().to_owned(),
-        )
+        (resp.status(), header(&resp, "x-cache"))
     };
     let (responses, (hit_status, hit_cache)) = futures_util::join!(misses, hit);
     assert_eq!(
@@ -217,8 +174,8 @@ async fn a_miss_that_waits_past_queue_timeout_gets_503_overloaded_while_hits_are
     let mut overloaded = 0;
     for resp in responses {
         if resp.status() == StatusCode::SERVICE_UNAVAILABLE {
-            assert_eq!(header(&resp, "retry-after"), 1);
-            let body: Value = resp.json().await.unwrap();
+            assert_eq!(header_number(&resp, "retry-after"), 1);
+            let body = body_json(resp).await;
             assert_eq!(body["error"]["type"], "OverloadedError");
             assert_eq!(body["error"]["code"], "overloaded");
             overloaded += 1;

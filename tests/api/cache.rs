@@ -1,31 +1,14 @@
 //! The page cache inside the app actor, with queries counted at ClickHouse itself
 //! (`system.query_log`, by the request-id prefix each test controls).
 
-mod common;
-
-use common::*;
 use futures_util::future::join_all;
+use logproxy_testkit::metric_value;
 use reqwest::StatusCode;
-use serde_json::Value;
 
-async fn get_with_id(
-    app: &TestApp,
-    app_id: &str,
-    query: &str,
-    request_id: &str,
-) -> reqwest::Response {
-    app.http
-        .get(app.logs_url(app_id, query))
-        .bearer_auth(ALPHA_KEY)
-        .header("x-request-id", request_id)
-        .send()
-        .await
-        .unwrap()
-}
-
-fn x_cache(resp: &reqwest::Response) -> String {
-    resp.headers()["x-cache"].to_str().unwrap().to_owned()
-}
+use crate::helpers::{
+    body_json, header, now_ms, runtime_row, slow_settings, spawn_app, spawn_app_with, start_app,
+    test_settings, test_settings_with_clickhouse, unique_app, unique_prefix, OwnClickHouse,
+};
 
 #[actix_web::test]
 async fn every_spelling_of_one_request_reaches_clickhouse_once() {
@@ -43,10 +26,10 @@ async fn every_spelling_of_one_request_reaches_clickhouse_once() {
     ];
     let mut bodies = Vec::new();
     for (i, query) in spellings.iter().enumerate() {
-        let resp = get_with_id(&app, &id, query, &format!("{prefix}-{i}")).await;
+        let resp = app.get_with_id(&id, query, &format!("{prefix}-{i}")).await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(
-            x_cache(&resp),
+            header(&resp, "x-cache"),
             if i == 0 { "MISS" } else { "HIT" },
             "{query}"
         );
@@ -56,15 +39,12 @@ async fn every_spelling_of_one_request_reaches_clickhouse_once() {
     assert_eq!(app.queries_with_prefix(&prefix).await, 1);
     // Level is left out of the key for requests: two spellings, one query.
     let prefix = unique_prefix("spell-req");
-    get_with_id(
-        &app,
-        &id,
-        "log_type=requests&level=error",
-        &format!("{prefix}-1"),
-    )
-    .await;
-    let second = get_with_id(&app, &id, "log_type=Requests", &format!("{prefix}-2")).await;
-    assert_eq!(x_cache(&second), "HIT");
+    app.get_with_id(&id, "log_type=requests&level=error", &format!("{prefix}-1"))
+        .await;
+    let second = app
+        .get_with_id(&id, "log_type=Requests", &format!("{prefix}-2"))
+        .await;
+    assert_eq!(header(&second, "x-cache"), "HIT");
     assert_eq!(app.queries_with_prefix(&prefix).await, 1);
 }
 
@@ -75,25 +55,17 @@ async fn fifty_simultaneous_identical_misses_run_one_query_and_all_get_the_answe
         .collect();
     let app = start_app(slow_settings(&rows).await).await;
     let prefix = unique_prefix("stampede");
-    let requests = (0..50).map(|i| {
-        let req = app
-            .http
-            .get(app.logs_url("stampede", ""))
-            .bearer_auth(ALPHA_KEY)
-            .header("x-request-id", format!("{prefix}-{i}"));
-        req.send()
-    });
+    let requests = (0..50).map(|i| app.get_with_id("stampede", "", &format!("{prefix}-{i}")));
     let responses = join_all(requests).await;
     let mut bodies = Vec::new();
     for resp in responses {
-        let resp = resp.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(
-            x_cache(&resp),
+            header(&resp, "x-cache"),
             "MISS",
             "waiting on another request's query counts as MISS"
         );
-        bodies.push(resp.json::<Value>().await.unwrap());
+        bodies.push(body_json(resp).await);
     }
     assert!(bodies.iter().all(|b| b == &bodies[0]));
     assert_eq!(bodies[0]["entries"].as_array().unwrap().len(), 20);
@@ -129,13 +101,17 @@ async fn a_page_fetched_with_limit_100_answers_limit_5_without_a_query() {
     app.insert_runtime(&rows).await;
     let prefix = unique_prefix("subsume");
 
-    let big = get_with_id(&app, &id, "limit=100", &format!("{prefix}-1")).await;
-    let etag_big = big.headers()["etag"].to_str().unwrap().to_owned();
-    let big: Value = big.json().await.unwrap();
-    let small = get_with_id(&app, &id, "limit=5", &format!("{prefix}-2")).await;
-    assert_eq!(x_cache(&small), "HIT");
-    let etag_small = small.headers()["etag"].to_str().unwrap().to_owned();
-    let small: Value = small.json().await.unwrap();
+    let big = app
+        .get_with_id(&id, "limit=100", &format!("{prefix}-1"))
+        .await;
+    let etag_big = header(&big, "etag");
+    let big = body_json(big).await;
+    let small = app
+        .get_with_id(&id, "limit=5", &format!("{prefix}-2"))
+        .await;
+    assert_eq!(header(&small, "x-cache"), "HIT");
+    let etag_small = header(&small, "etag");
+    let small = body_json(small).await;
     assert_eq!(
         small["entries"].as_array().unwrap()[..],
         big["entries"].as_array().unwrap()[..5]
@@ -147,13 +123,12 @@ async fn a_page_fetched_with_limit_100_answers_limit_5_without_a_query() {
     );
 
     // A larger limit than the page holds needs a query of its own.
-    let larger = get_with_id(&app, &id, "limit=120", &format!("{prefix}-3")).await;
-    assert_eq!(x_cache(&larger), "MISS");
+    let larger = app
+        .get_with_id(&id, "limit=120", &format!("{prefix}-3"))
+        .await;
+    assert_eq!(header(&larger, "x-cache"), "MISS");
     assert_eq!(
-        larger.json::<Value>().await.unwrap()["entries"]
-            .as_array()
-            .unwrap()
-            .len(),
+        body_json(larger).await["entries"].as_array().unwrap().len(),
         120
     );
     assert_eq!(app.queries_with_prefix(&prefix).await, 2);
@@ -168,9 +143,12 @@ async fn a_short_page_answers_any_limit_because_the_window_holds_no_more() {
     app.insert_runtime(&[runtime_row(&id, now_ms() - 1000, "info", "only")])
         .await;
     let prefix = unique_prefix("short");
-    get_with_id(&app, &id, "limit=10", &format!("{prefix}-1")).await;
-    let resp = get_with_id(&app, &id, "limit=1000", &format!("{prefix}-2")).await;
-    assert_eq!(x_cache(&resp), "HIT");
+    app.get_with_id(&id, "limit=10", &format!("{prefix}-1"))
+        .await;
+    let resp = app
+        .get_with_id(&id, "limit=1000", &format!("{prefix}-2"))
+        .await;
+    assert_eq!(header(&resp, "x-cache"), "HIT");
     assert_eq!(app.queries_with_prefix(&prefix).await, 1);
 }
 
@@ -187,11 +165,11 @@ async fn cache_control_counts_down_the_seconds_an_entry_stays_fresh() {
     );
     actix_web::rt::time::sleep(std::time::Duration::from_millis(1100)).await;
     let hit = app.get("fresh-app", "").await;
-    assert_eq!(x_cache(&hit), "HIT");
+    assert_eq!(header(&hit, "x-cache"), "HIT");
     assert_eq!(hit.headers()["cache-control"], "private, max-age=1");
     actix_web::rt::time::sleep(std::time::Duration::from_millis(2000)).await;
     assert_eq!(
-        x_cache(&app.get("fresh-app", "").await),
+        header(&app.get("fresh-app", "").await, "x-cache"),
         "MISS",
         "expired after its TTL"
     );
@@ -237,14 +215,13 @@ async fn the_cache_stays_within_its_byte_budget_and_skips_bodies_larger_than_it(
     // ~400 kB: larger than the whole budget, served every time, never cached.
     let prefix = unique_prefix("huge");
     for i in 0..2 {
-        let resp = get_with_id(&app, "huge", "limit=1000", &format!("{prefix}-{i}")).await;
+        let resp = app
+            .get_with_id("huge", "limit=1000", &format!("{prefix}-{i}"))
+            .await;
         assert_eq!(resp.status(), StatusCode::OK);
-        assert_eq!(x_cache(&resp), "MISS");
+        assert_eq!(header(&resp, "x-cache"), "MISS");
         assert_eq!(
-            resp.json::<Value>().await.unwrap()["entries"]
-                .as_array()
-                .unwrap()
-                .len(),
+            body_json(resp).await["entries"].as_array().unwrap().len(),
             200
         );
     }
@@ -254,24 +231,22 @@ async fn the_cache_stays_within_its_byte_budget_and_skips_bodies_larger_than_it(
 
 #[actix_web::test]
 async fn a_stale_page_is_served_while_clickhouse_is_stopped_and_an_uncached_key_gets_503() {
-    let server = OwnClickHouse::new();
-    server.start();
-    let mut settings = test_settings();
-    settings.clickhouse.url = server.url();
+    let server = OwnClickHouse::started();
+    let mut settings = test_settings_with_clickhouse(server.url());
     settings.cache.ttl_seconds = 1;
     settings.cache.stale_if_error_seconds = 300;
     let app = spawn_app_with(settings).await;
     app.insert_runtime(&[runtime_row("stale-app", now_ms() - 1000, "info", "kept")])
         .await;
     let fresh = app.get("stale-app", "").await;
-    assert_eq!(x_cache(&fresh), "MISS");
+    assert_eq!(header(&fresh, "x-cache"), "MISS");
     let fresh_body = fresh.text().await.unwrap();
 
     server.stop();
     actix_web::rt::time::sleep(std::time::Duration::from_millis(1100)).await;
     let stale = app.get("stale-app", "").await;
     assert_eq!(stale.status(), StatusCode::OK);
-    assert_eq!(x_cache(&stale), "STALE");
+    assert_eq!(header(&stale, "x-cache"), "STALE");
     assert_eq!(stale.headers()["cache-control"], "private, max-age=0");
     assert_eq!(stale.text().await.unwrap(), fresh_body);
     let uncached = app.get("stale-app", "hours=2").await;

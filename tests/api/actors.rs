@@ -1,12 +1,13 @@
 //! Per-app actors: they never serialize an app's queries, and idle ones stop and are forgotten.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
-use futures_util::future::join_all;
+use logproxy_testkit::metric_value;
 use reqwest::StatusCode;
+
+use crate::helpers::{
+    now_ms, runtime_row, slow_settings, spawn_app_with, start_app, test_settings,
+};
 
 #[actix_web::test]
 async fn an_apps_uncached_requests_run_as_concurrent_clickhouse_queries() {
@@ -16,27 +17,11 @@ async fn an_apps_uncached_requests_run_as_concurrent_clickhouse_queries() {
     let app = start_app(settings).await;
 
     // Four different requests for one app, all misses, each ~1 s on the server.
-    let prefix = unique_prefix("concurrent");
-    let requests = (1..=4).map(|hours| {
-        let req = app
-            .http
-            .get(app.logs_url("slow-app", &format!("hours={hours}")))
-            .bearer_auth(ALPHA_KEY)
-            .header("x-request-id", format!("{prefix}-{hours}"));
-        req.send()
-    });
-    let watch = async {
-        let mut most = 0;
-        let until = Instant::now() + Duration::from_secs(3);
-        while Instant::now() < until {
-            most = most.max(running(&app.ch, &prefix).await);
-            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-        }
-        most
-    };
-    let (responses, most) = futures_util::join!(join_all(requests), watch);
-    for resp in responses {
-        assert_eq!(resp.unwrap().status(), StatusCode::OK);
+    let (statuses, _, most) = app
+        .concurrent_misses(&["slow-app"], 4, Duration::from_secs(3))
+        .await;
+    for status in statuses {
+        assert_eq!(status, StatusCode::OK);
     }
     assert_eq!(
         most, 4,

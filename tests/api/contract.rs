@@ -1,14 +1,12 @@
 //! CONTRACT.md §1 parameter and error tables, row by row, against the running service.
 
-mod common;
-
-use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 
-async fn body(resp: reqwest::Response) -> Value {
-    resp.json().await.expect("JSON body")
-}
+use crate::helpers::{
+    body_json, header, now_ms, runtime_row, spawn_app, spawn_app_with, test_settings, ALPHA_KEY,
+    BETA_KEY, GAMMA_KEY,
+};
 
 fn assert_error(body: &Value, status: u16, kind: &str, code: &str) {
     assert_eq!(body["success"], false, "{body}");
@@ -114,7 +112,7 @@ async fn logs_returns_422_in_pydantic_shape_for_every_bad_integer() {
     for (query, name, input, kind, msg, ctx) in cases {
         let resp = app.get("app-1", query).await;
         assert_eq!(resp.status(), StatusCode::UNPROCESSABLE_ENTITY, "{query}");
-        let body = body(resp).await;
+        let body = body_json(resp).await;
         let mut expected =
             json!({"type": kind, "loc": ["query", name], "msg": msg, "input": input});
         if !ctx.is_null() {
@@ -127,7 +125,7 @@ async fn logs_returns_422_in_pydantic_shape_for_every_bad_integer() {
 #[actix_web::test]
 async fn logs_lists_every_invalid_parameter_at_once() {
     let app = spawn_app().await;
-    let body = body(app.get("app-1", "hours=0&limit=5000&log_type=bogus").await).await;
+    let body = body_json(app.get("app-1", "hours=0&limit=5000&log_type=bogus").await).await;
     let detail = body["detail"].as_array().unwrap();
     let locs: Vec<_> = detail
         .iter()
@@ -149,7 +147,7 @@ async fn logs_returns_400_for_bad_enumerated_values() {
     ] {
         let resp = app.get("app-1", query).await;
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
-        assert_error(&body(resp).await, 400, "BadRequestError", code);
+        assert_error(&body_json(resp).await, 400, "BadRequestError", code);
     }
 }
 
@@ -173,11 +171,11 @@ async fn logs_accepts_every_spelling_the_contract_allows() {
     ] {
         let resp = app.get("app-1", query).await;
         assert_eq!(resp.status(), StatusCode::OK, "{query}");
-        let body = body(resp).await;
+        let body = body_json(resp).await;
         assert_eq!(body["app_id"], "app-1");
         assert!(body["entries"].is_array());
     }
-    let body = body(app.get("app-1", "log_type=ReQuests").await).await;
+    let body = body_json(app.get("app-1", "log_type=ReQuests").await).await;
     assert_eq!(
         body["log_type"], "requests",
         "log_type is returned normalized"
@@ -200,7 +198,7 @@ async fn logs_returns_404_for_app_ids_outside_the_pattern() {
     ] {
         let resp = app.get(app_id, "").await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{app_id}");
-        let body = body(resp).await;
+        let body = body_json(resp).await;
         assert_error(&body, 404, "NotFoundError", "app_not_found");
         assert!(body["error"]["details"]["app_id"].is_string());
     }
@@ -227,7 +225,7 @@ async fn logs_answers_other_methods_with_405_and_head_without_a_body() {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{method}");
         assert_error(
-            &body(resp).await,
+            &body_json(resp).await,
             405,
             "MethodNotAllowedError",
             "method_not_allowed",
@@ -261,12 +259,12 @@ async fn logs_checks_auth_with_bearer_keys_scopes_and_tenants() {
         let resp = req.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
         assert_eq!(resp.headers()["www-authenticate"], "Bearer");
-        assert_error(&body(resp).await, 401, "UnauthorizedError", code);
+        assert_error(&body_json(resp).await, 401, "UnauthorizedError", code);
     }
     let resp = app.get_logs("app-1", "", Some(GAMMA_KEY)).await;
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_error(
-        &body(resp).await,
+        &body_json(resp).await,
         403,
         "ForbiddenError",
         "insufficient_scope",
@@ -287,7 +285,7 @@ async fn another_tenants_app_is_indistinguishable_from_a_missing_one() {
     let missing = app.get_logs("no-such-app", "", Some(BETA_KEY)).await;
     assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let (foreign, missing) = (body(foreign).await, body(missing).await);
+    let (foreign, missing) = (body_json(foreign).await, body_json(missing).await);
     assert_error(&foreign, 404, "NotFoundError", "app_not_found");
     // Identical but for the app id the caller sent.
     assert_eq!(foreign["error"]["message"], missing["error"]["message"]);
@@ -366,7 +364,7 @@ async fn a_200_carries_the_contract_headers_and_304_answers_a_matching_etag() {
     assert_eq!(resp.status(), StatusCode::OK);
     let h = resp.headers().clone();
     assert_eq!(h["content-type"], "application/json");
-    assert!(["HIT", "MISS"].contains(&h["x-cache"].to_str().unwrap()));
+    assert!(["HIT", "MISS"].contains(&header(&resp, "x-cache").as_str()));
     for name in [
         "x-ratelimit-limit",
         "x-ratelimit-remaining",
@@ -383,32 +381,22 @@ async fn a_200_carries_the_contract_headers_and_304_answers_a_matching_etag() {
         cache_control.starts_with("private, max-age="),
         "{cache_control}"
     );
-    let etag = h["etag"].to_str().unwrap().to_owned();
+    let etag = header(&resp, "etag");
     assert!(
         etag.starts_with('"') && etag.ends_with('"'),
         "strong ETag: {etag}"
     );
 
     let again = app
-        .http
-        .get(app.logs_url("etag-app", ""))
-        .bearer_auth(ALPHA_KEY)
-        .header("if-none-match", &etag)
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("etag-app", "", "if-none-match", &etag)
+        .await;
     assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
     assert_eq!(again.headers()["etag"], etag.as_str());
     assert!(again.bytes().await.unwrap().is_empty());
 
     let other = app
-        .http
-        .get(app.logs_url("etag-app", ""))
-        .bearer_auth(ALPHA_KEY)
-        .header("if-none-match", "\"nope\"")
-        .send()
-        .await
-        .unwrap();
+        .get_with_header("etag-app", "", "if-none-match", "\"nope\"")
+        .await;
     assert_eq!(other.status(), StatusCode::OK);
 }
 
@@ -417,5 +405,5 @@ async fn unknown_routes_get_a_json_404() {
     let app = spawn_app().await;
     let resp = app.get_path("/v1/nothing").await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    assert_error(&body(resp).await, 404, "NotFoundError", "not_found");
+    assert_error(&body_json(resp).await, 404, "NotFoundError", "not_found");
 }

@@ -1,12 +1,17 @@
-//! Test harness: the app started in-process on port 0 against the real ClickHouse that
-//! `scripts/test.sh` starts, each test on its own database.
-#![allow(dead_code)]
+//! The harness: `TestApp` (the app started in-process on port 0 against the real ClickHouse
+//! that `scripts/test.sh` starts, each test on its own database), the settings it starts
+//! from, rows to insert, and readers of its responses.
 
-use std::time::Duration;
+use std::future::Future;
+use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
 use logproxy::config::{Settings, TenantSettings};
 use logproxy::startup::Application;
+use logproxy_testkit::{count_queries, free_port};
+use reqwest::StatusCode;
+use serde_json::Value;
 
 /// The key of tenant `alpha`, which may read every app.
 pub const ALPHA_KEY: &str = "alpha-key";
@@ -45,25 +50,59 @@ pub fn test_settings() -> Settings {
     s
 }
 
+/// Test settings whose ClickHouse is at `url` (a server of the test's own, or a port that
+/// misbehaves on purpose).
+pub fn test_settings_with_clickhouse(url: String) -> Settings {
+    let mut s = test_settings();
+    s.clickhouse.url = url;
+    s
+}
+
+/// Creates the settings' database and tables; returns a client of that database.
+pub async fn migrate(settings: &Settings) -> ChClient {
+    let ch = ChClient::new(&settings.clickhouse);
+    ch.migrate().await.unwrap_or_else(|e| {
+        panic!(
+            "cannot reach ClickHouse at {} ({e}); run scripts/test.sh",
+            settings.clickhouse.url
+        )
+    });
+    ch
+}
+
+/// Test settings whose runtime table is `slow_logs`, a view of the migrated runtime table
+/// (holding `rows`) that takes about one second per query on the server.
+pub async fn slow_settings(rows: &[RuntimeRow]) -> Settings {
+    let mut settings = test_settings();
+    let ch = migrate(&settings).await;
+    ch.raw()
+        .query(
+            "CREATE VIEW IF NOT EXISTS slow_logs AS \
+             SELECT * FROM canvas_app_logs WHERE (SELECT sleep(1)) = 0",
+        )
+        .execute()
+        .await
+        .expect("create slow view");
+    ch.insert_runtime(rows).await.expect("insert");
+    settings.clickhouse.runtime_table = "slow_logs".into();
+    settings
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
     pub ch: ChClient,
     pub settings: Settings,
-    handle: actix_web::dev::ServerHandle,
+}
+
+/// Migrates a fresh database, then starts the app on its own port.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(test_settings()).await
 }
 
 /// Migrates the settings' database, then starts the app on its own port.
 pub async fn spawn_app_with(settings: Settings) -> TestApp {
-    ChClient::new(&settings.clickhouse)
-        .migrate()
-        .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "cannot reach ClickHouse at {} ({e}); run scripts/test.sh",
-                settings.clickhouse.url
-            )
-        });
+    migrate(&settings).await;
     start_app(settings).await
 }
 
@@ -72,7 +111,6 @@ pub async fn start_app(settings: Settings) -> TestApp {
     let ch = ChClient::new(&settings.clickhouse);
     let app = Application::build(settings.clone()).expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
-    let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
@@ -83,12 +121,7 @@ pub async fn start_app(settings: Settings) -> TestApp {
             .unwrap(),
         ch,
         settings,
-        handle,
     }
-}
-
-pub async fn spawn_app() -> TestApp {
-    spawn_app_with(test_settings()).await
 }
 
 impl TestApp {
@@ -115,12 +148,45 @@ impl TestApp {
         self.get_logs(app_id, query, Some(ALPHA_KEY)).await
     }
 
+    /// GET as tenant alpha with one more header. The future borrows nothing, so many can
+    /// be sent at once.
+    pub fn get_with_header(
+        &self,
+        app_id: &str,
+        query: &str,
+        name: &str,
+        value: &str,
+    ) -> impl Future<Output = reqwest::Response> + 'static {
+        let sent = self
+            .http
+            .get(self.logs_url(app_id, query))
+            .bearer_auth(ALPHA_KEY)
+            .header(name, value)
+            .send();
+        async move { sent.await.expect("request sent") }
+    }
+
+    /// GET as tenant alpha with `X-Request-Id: request_id`, which ClickHouse sees as the
+    /// query id, so its query log can be counted per test.
+    pub fn get_with_id(
+        &self,
+        app_id: &str,
+        query: &str,
+        request_id: &str,
+    ) -> impl Future<Output = reqwest::Response> + 'static {
+        self.get_with_header(app_id, query, "x-request-id", request_id)
+    }
+
     pub async fn get_path(&self, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}{path}", self.base))
             .send()
             .await
             .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.get_path("/metrics").await.text().await.unwrap()
     }
 
     pub async fn insert_runtime(&self, rows: &[RuntimeRow]) {
@@ -139,31 +205,72 @@ impl TestApp {
 
     /// Distinct queries ClickHouse received whose id starts with `prefix`.
     pub async fn queries_with_prefix(&self, prefix: &str) -> u64 {
-        count_queries(&self.ch, prefix).await
+        count_queries(self.ch.raw(), prefix).await
     }
 
-    pub async fn metrics(&self) -> String {
-        self.get_path("/metrics").await.text().await.unwrap()
+    /// Sends `count` distinct misses (`hours=1..=count`) for each app at once, watching
+    /// ClickHouse's process list for `watch`. Returns the statuses and the most queries
+    /// seen at once per app and in all.
+    pub async fn concurrent_misses(
+        &self,
+        apps: &[&str],
+        count: u32,
+        watch: Duration,
+    ) -> (Vec<StatusCode>, Vec<u64>, u64) {
+        let prefixes: Vec<String> = apps.iter().map(|a| unique_prefix(a)).collect();
+        let mut requests = Vec::new();
+        for (app_id, prefix) in apps.iter().zip(&prefixes) {
+            for hours in 1..=count {
+                let query = format!("hours={hours}");
+                requests.push(self.get_with_id(app_id, &query, &format!("{prefix}-{hours}")));
+            }
+        }
+        let watch = async {
+            let mut most_each = vec![0; apps.len()];
+            let mut most_all = 0;
+            let until = Instant::now() + watch;
+            while Instant::now() < until {
+                let mut all = 0;
+                for (i, prefix) in prefixes.iter().enumerate() {
+                    let n = self.running(prefix).await;
+                    most_each[i] = most_each[i].max(n);
+                    all += n;
+                }
+                most_all = most_all.max(all);
+                actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+            }
+            (most_each, most_all)
+        };
+        let (responses, (most_each, most_all)) = futures_util::join!(join_all(requests), watch);
+        let statuses = responses.iter().map(|r| r.status()).collect();
+        (statuses, most_each, most_all)
     }
 
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
+    /// How many queries whose id starts with `prefix` ClickHouse is running right now.
+    async fn running(&self, prefix: &str) -> u64 {
+        self.ch
+            .raw()
+            .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
+            .bind(prefix)
+            .fetch_one()
+            .await
+            .unwrap()
     }
 }
 
-/// Distinct query ids in `system.query_log` that start with `prefix`, after a flush.
-pub async fn count_queries(ch: &ChClient, prefix: &str) -> u64 {
-    ch.raw()
-        .query("SYSTEM FLUSH LOGS")
-        .execute()
-        .await
-        .expect("flush logs");
-    ch.raw()
-        .query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
-        .bind(prefix)
-        .fetch_one::<u64>()
-        .await
-        .expect("count queries")
+/// A header of a response, as text.
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()[name].to_str().unwrap().to_owned()
+}
+
+/// A header of a response that holds a number.
+pub fn header_number(resp: &reqwest::Response, name: &str) -> u64 {
+    header(resp, name).parse().unwrap()
+}
+
+/// A response's body as JSON.
+pub async fn body_json(resp: reqwest::Response) -> Value {
+    resp.json().await.expect("JSON body")
 }
 
 /// Epoch milliseconds now.
@@ -211,31 +318,25 @@ pub fn unique_prefix(name: &str) -> String {
     )
 }
 
-/// A free loopback port (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A ClickHouse server of this test's own, started and stopped through
 /// `scripts/clickhouse.sh`, for tests that stop the server under the service.
 pub struct OwnClickHouse {
-    pub http_port: u16,
+    http_port: u16,
     tcp_port: u16,
     dir: std::path::PathBuf,
 }
 
 impl OwnClickHouse {
-    pub fn new() -> Self {
+    /// A new server on free ports, started.
+    pub fn started() -> Self {
         let dir = std::env::temp_dir().join(format!("lp-ch-{}", uuid::Uuid::new_v4().simple()));
-        Self {
+        let server = Self {
             http_port: free_port(),
             tcp_port: free_port(),
             dir,
-        }
+        };
+        server.start();
+        server
     }
 
     pub fn url(&self) -> String {
@@ -269,44 +370,4 @@ impl Drop for OwnClickHouse {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-/// Test settings whose runtime table is `slow_logs`, a view of the migrated runtime table
-/// (holding `rows`) that takes about one second per query on the server.
-pub async fn slow_settings(rows: &[RuntimeRow]) -> Settings {
-    let mut settings = test_settings();
-    let ch = ChClient::new(&settings.clickhouse);
-    ch.migrate().await.expect("migrate");
-    ch.raw()
-        .query(
-            "CREATE VIEW IF NOT EXISTS slow_logs AS \
-             SELECT * FROM canvas_app_logs WHERE (SELECT sleep(1)) = 0",
-        )
-        .execute()
-        .await
-        .expect("create slow view");
-    ch.insert_runtime(rows).await.expect("insert");
-    settings.clickhouse.runtime_table = "slow_logs".into();
-    settings
-}
-
-/// How many queries whose id starts with `prefix` ClickHouse is running right now.
-pub async fn running(ch: &ChClient, prefix: &str) -> u64 {
-    ch.raw()
-        .query("SELECT count() FROM system.processes WHERE startsWith(query_id, ?)")
-        .bind(prefix)
-        .fetch_one()
-        .await
-        .unwrap()
-}
-
-/// The value of an unlabelled metric (or a full `name{labels}` series) in `/metrics` text.
-pub fn metric_value(metrics: &str, series: &str) -> f64 {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{series} missing from /metrics"))
-        .trim()
-        .parse()
-        .unwrap()
 }

@@ -1,0 +1,12 @@
+//! The black-box tests, one binary: each module starts the app in-process on port 0 (or runs
+//! the `logproxy` binary) against a real ClickHouse, through the harness in `helpers`.
+
+mod actors;
+mod cache;
+mod cli;
+mod clickhouse_failures;
+mod contract;
+mod endpoints;
+mod helpers;
+mod limits;
+mod logs_data;

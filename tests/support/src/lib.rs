@@ -1,0 +1,40 @@
+//! What logproxy's integration tests and its load bench both need: a free port, the
+//! `/metrics` text reader, and queries counted at ClickHouse's own `system.query_log`.
+
+/// A free loopback port (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The value of an unlabelled metric (or a full `name{labels}` series) in `/metrics` text,
+/// if the series is there.
+pub fn metric(metrics: &str, series: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// The value of a series that must be in the `/metrics` text.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metric(metrics, series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
+}
+
+/// Distinct query ids in `system.query_log` that start with `prefix`, after a flush.
+/// `ch` is a client set up as the service sets up its own (`ChClient::raw`): row validation
+/// off, which ClickHouse 18.16 needs.
+pub async fn count_queries(ch: &clickhouse::Client, prefix: &str) -> u64 {
+    ch.query("SYSTEM FLUSH LOGS")
+        .execute()
+        .await
+        .expect("flush logs");
+    ch.query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
+        .bind(prefix)
+        .fetch_one::<u64>()
+        .await
+        .expect("count queries")
+}
