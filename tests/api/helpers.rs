@@ -363,6 +363,18 @@ impl OwnClickHouse {
     pub fn stop(&self) {
         self.script("stop");
     }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let pid_file = self.dir.join("clickhouse-server.pid");
+        let pid = std::fs::read_to_string(&pid_file).expect("the server's pid file");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.trim())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
 }
 
 impl Drop for OwnClickHouse {

@@ -10,3 +10,4 @@ mod endpoints;
 mod helpers;
 mod limits;
 mod logs_data;
+mod replicas;
