@@ -1,6 +1,7 @@
 //! API key -> tenant: SHA-256 of the Bearer key compared in constant time, scopes, app access.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -32,6 +33,7 @@ pub struct Auth {
 }
 
 struct Tenant {
+    name: Arc<str>,
     all_apps: bool,
     apps: HashSet<String>,
     scopes: HashSet<String>,
@@ -58,6 +60,7 @@ impl Auth {
                     }
                 }
                 Tenant {
+                    name: t.name.as_str().into(),
                     all_apps: t.apps.iter().any(|a| a == "*"),
                     apps: t.apps.iter().cloned().collect(),
                     scopes: t.scopes.iter().cloned().collect(),
@@ -73,9 +76,14 @@ impl Auth {
 
     /// Checks `Authorization` for `app_id`: 401 without a known key, 403 without the scope,
     /// 404 (the same as a missing app) for an app of another tenant.
-    pub fn authorize(&self, authorization: Option<&[u8]>, app_id: &str) -> Result<(), AuthError> {
+    /// The caller's tenant name (for the access log; `None` with auth off).
+    pub fn authorize(
+        &self,
+        authorization: Option<&[u8]>,
+        app_id: &str,
+    ) -> Result<Option<Arc<str>>, AuthError> {
         if !self.enabled {
-            return Ok(());
+            return Ok(None);
         }
         let key = authorization
             .and_then(bearer_token)
@@ -95,7 +103,7 @@ impl Auth {
             });
         }
         if tenant.all_apps || tenant.apps.contains(app_id) {
-            Ok(())
+            Ok(Some(tenant.name.clone()))
         } else {
             Err(AuthError::ForeignApp {
                 app_id: app_id.to_owned(),

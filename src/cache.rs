@@ -2,11 +2,12 @@
 //! answers a shorter one), single-flight per key and limit, stale-if-error.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
+use moka::Expiry;
 
 use crate::clickhouse::QueryError;
 use crate::config::CacheSettings;
@@ -63,20 +64,66 @@ pub struct PageCache {
     pages: Cache<QueryKey, Arc<Page>>,
     /// Queries under way; a second request for the same key and limit waits on the first.
     inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
-    ttl: Duration,
-    keep: Duration,
+    times: Arc<Times>,
     max_bytes: u64,
+}
+
+/// How long pages stay fresh and how long they are kept for stale-if-error, in
+/// milliseconds; a reload changes them for the next request.
+struct Times {
+    ttl_ms: AtomicU64,
+    keep_ms: AtomicU64,
+}
+
+impl Times {
+    fn set(&self, settings: &CacheSettings) {
+        let ttl = settings.ttl_seconds.saturating_mul(1000);
+        let stale = settings.stale_if_error_seconds.saturating_mul(1000);
+        self.ttl_ms.store(ttl, Ordering::Relaxed);
+        self.keep_ms
+            .store(ttl.saturating_add(stale), Ordering::Relaxed);
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    fn keep(&self) -> Duration {
+        Duration::from_millis(self.keep_ms.load(Ordering::Relaxed))
+    }
+}
+
+/// Pages stay past their freshness for stale-if-error, then moka drops them.
+struct ExpireWith(Arc<Times>);
+
+impl Expiry<QueryKey, Arc<Page>> for ExpireWith {
+    fn expire_after_create(&self, _: &QueryKey, _: &Arc<Page>, _: Instant) -> Option<Duration> {
+        Some(self.0.keep().max(Duration::from_millis(1)))
+    }
+
+    /// A refreshed page starts its own time (moka's default would keep the old one's).
+    fn expire_after_update(
+        &self,
+        _: &QueryKey,
+        _: &Arc<Page>,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.0.keep().max(Duration::from_millis(1)))
+    }
 }
 
 impl PageCache {
     pub fn new(settings: &CacheSettings) -> Self {
-        let ttl = Duration::from_secs(settings.ttl_seconds);
-        // Pages stay past their freshness for stale-if-error, then moka drops them.
-        let keep = ttl + Duration::from_secs(settings.stale_if_error_seconds);
+        let times = Arc::new(Times {
+            ttl_ms: AtomicU64::new(0),
+            keep_ms: AtomicU64::new(0),
+        });
+        times.set(settings);
         let pages = Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(|_, page: &Arc<Page>| page.weight().try_into().unwrap_or(u32::MAX))
-            .time_to_live(keep.max(Duration::from_millis(1)))
+            .expire_after(ExpireWith(times.clone()))
             .build();
         let inflight = moka::future::Cache::builder()
             .time_to_live(Duration::from_secs(1))
@@ -84,10 +131,14 @@ impl PageCache {
         Self {
             pages,
             inflight,
-            ttl,
-            keep,
+            times,
             max_bytes: settings.max_bytes,
         }
+    }
+
+    /// Applies reloaded TTLs to the next request (`max_bytes` needs a restart).
+    pub fn set_times(&self, settings: &CacheSettings) {
+        self.times.set(settings);
     }
 
     /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
@@ -149,19 +200,23 @@ impl PageCache {
 
     fn fresh(&self, key: &QueryKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
-        (now.saturating_duration_since(page.fetched_at) < self.ttl && page.covers(limit))
+        (now.saturating_duration_since(page.fetched_at) < self.times.ttl() && page.covers(limit))
             .then_some(page)
     }
 
     fn usable_stale(&self, key: &QueryKey, limit: u32) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
-        (page.fetched_at.elapsed() < self.keep && page.covers(limit)).then_some(page)
+        (page.fetched_at.elapsed() < self.times.keep() && page.covers(limit)).then_some(page)
     }
 
     fn serve(&self, page: &Page, limit: u32, result: CacheResult) -> Served {
         let max_age = match result {
             CacheResult::Stale => 0,
-            _ => self.ttl.saturating_sub(page.fetched_at.elapsed()).as_secs(),
+            _ => self
+                .times
+                .ttl()
+                .saturating_sub(page.fetched_at.elapsed())
+                .as_secs(),
         };
         Served {
             view: page.view(limit),
@@ -172,7 +227,7 @@ impl PageCache {
 
     fn store(&self, key: QueryKey, page: &Arc<Page>) {
         // A body larger than the whole budget is served but never cached.
-        if self.ttl.is_zero() || page.weight() as u64 > self.max_bytes {
+        if self.times.ttl().is_zero() || page.weight() as u64 > self.max_bytes {
             return;
         }
         self.pages.insert(key, page.clone());

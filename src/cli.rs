@@ -52,14 +52,19 @@ pub enum Command {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
+        if !matches!(self.command, Command::Serve { .. }) {
+            crate::telemetry::init(&Default::default());
+        }
         match self.command {
             Command::Serve { config } => {
                 let settings = Settings::load(&config)?;
+                crate::telemetry::init(&settings.logging);
                 let bind = settings.server.bind.clone();
                 let app = Application::build(settings)
                     .with_context(|| format!("cannot listen on {bind}"))?;
                 tracing::info!(port = app.port(), "logproxy listening on {bind}");
-                app.run_until_stopped().await?;
+                app.serve(config).await?;
+                tracing::info!("logproxy stopped");
             }
             Command::Migrate { config } => {
                 let settings = Settings::load(&config)?;

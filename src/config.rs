@@ -7,7 +7,7 @@ use serde::Deserialize;
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/default.toml";
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     #[serde(default)]
@@ -24,15 +24,26 @@ pub struct Settings {
     pub logs: LogsSettings,
     #[serde(default)]
     pub actors: ActorSettings,
+    #[serde(default)]
+    pub logging: LoggingSettings,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub bind: String,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
+    /// An idle keep-alive connection is closed after this long (longer than a load
+    /// balancer's idle timeout, so the balancer closes first).
+    pub keep_alive_seconds: u64,
+    /// A connection must send a whole request head within this long.
+    pub client_request_timeout_ms: u64,
+    /// On SIGTERM/SIGINT, in-flight requests get this long to finish.
+    pub shutdown_timeout_seconds: u64,
+    /// Open connections per worker; more wait in the listen backlog.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSettings {
@@ -40,11 +51,43 @@ impl Default for ServerSettings {
         Self {
             bind: "127.0.0.1:8080".into(),
             workers: 0,
+            keep_alive_seconds: 75,
+            client_request_timeout_ms: 5000,
+            shutdown_timeout_seconds: 30,
+            max_connections: 25_000,
         }
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `warn,logproxy=debug`, ...); `RUST_LOG` wins when set.
+    pub level: String,
+    /// One line per request: method, path, status, duration, cache result, tenant.
+    pub access: bool,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+            access: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClickHouseSettings {
     /// One replica: the shorthand of `urls = [url]`. Empty: not set.
@@ -129,7 +172,7 @@ fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
     })
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
     /// Seconds an entry is fresh; 0 turns the cache off (every request queries).
@@ -148,7 +191,7 @@ impl Default for CacheSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimitSettings {
     pub requests_per_second: u32,
@@ -166,7 +209,7 @@ impl Default for RateLimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitOverride {
     pub app_id: String,
@@ -185,7 +228,7 @@ impl RateLimitSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthSettings {
     pub enabled: bool,
@@ -201,7 +244,7 @@ impl Default for AuthSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantSettings {
     pub name: String,
@@ -211,7 +254,7 @@ pub struct TenantSettings {
     pub scopes: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogsSettings {
     /// The accepted values of `level` (lower case); `warning` is always read as `warn`.
@@ -228,7 +271,7 @@ impl Default for LogsSettings {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ActorSettings {
     /// Dedicated arbiter threads for the per-app actors; 0 (the default) puts the actors
@@ -349,6 +392,7 @@ impl Settings {
                 ch.max_concurrent_queries_per_app,
             ),
             ("actors.mailbox_capacity", self.actors.mailbox_capacity),
+            ("server.max_connections", self.server.max_connections),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clickhouse;
 pub mod config;
 pub mod domain;
+pub mod lifecycle;
 pub mod metrics;
 pub mod page;
 pub mod seed;
@@ -103,7 +104,8 @@ mod layering {
             .collect();
         assert_acyclic(&graph);
         for (module, deps) in &graph {
-            let top = ["api", "startup", "cli", "main", "lib"].contains(&module.as_str());
+            let top =
+                ["api", "startup", "lifecycle", "cli", "main", "lib"].contains(&module.as_str());
             assert!(top || !deps.contains("api"), "{module} imports api");
         }
     }

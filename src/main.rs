@@ -12,7 +12,6 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[actix_web::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    logproxy::telemetry::init();
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -4,9 +4,10 @@ use crate::cache::CacheResult;
 use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets in seconds, from 100 µs (a cache hit) to 10 s (a slow query).
@@ -29,6 +30,33 @@ pub struct Metrics {
     pub app_actors: IntGauge,
     pub replica_up: IntGaugeVec,
     pub clickhouse_attempts: IntCounterVec,
+    pub query_slots_in_use: IntGauge,
+    pub query_queue_wait: Histogram,
+    pub overloaded: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+}
+
+/// Why a request was answered 503 `overloaded`: label values of `logproxy_overloaded_total`.
+#[derive(Debug, Clone, Copy)]
+pub enum Overload {
+    /// No query slot (of the app or of the process) within `queue_timeout_ms`.
+    QuerySlots,
+    /// The app's mailbox held `actors.mailbox_capacity` requests.
+    Mailbox,
+}
+
+impl Overload {
+    pub const LABELS: [&'static str; 2] = ["query_slots", "mailbox"];
+}
+
+/// `result` label values of `logproxy_config_reloads_total`.
+pub const RELOAD_RESULTS: [&str; 2] = ["ok", "error"];
+
+fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }
 
 impl Metrics {
@@ -110,8 +138,59 @@ impl Metrics {
                 "Queries sent to a replica, by kind: first, retry (after a failure), hedge.",
                 &["replica", "kind"],
             ),
+            query_slots_in_use: gauge(
+                "logproxy_query_slots_in_use",
+                "Query slots of the process held now (of clickhouse.max_concurrent_queries).",
+            ),
+            query_queue_wait: register(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "logproxy_query_queue_wait_seconds",
+                        "Time a miss waited for its query slots (the app's, then the process's).",
+                    )
+                    .buckets(BUCKETS.to_vec()),
+                )
+                .expect("valid metric"),
+            ),
+            overloaded: counter(
+                "logproxy_overloaded_total",
+                "Requests answered 503 overloaded, by reason: query_slots, mailbox.",
+                &["reason"],
+            ),
+            config_reloads: counter(
+                "logproxy_config_reloads_total",
+                "Configuration reloads on SIGHUP, by result: ok, error.",
+                &["result"],
+            ),
             registry,
         };
+        let build = register(
+            &metrics.registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "logproxy_build_info",
+                    "1, labelled with the build's version.",
+                ),
+                &["version"],
+            )
+            .expect("valid metric"),
+        );
+        build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        // Resident memory, CPU time, open file descriptors of this process (Linux).
+        #[cfg(target_os = "linux")]
+        metrics
+            .registry
+            .register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ))
+            .expect("unique metric");
+        for reason in Overload::LABELS {
+            metrics.overloaded.with_label_values(&[reason]);
+        }
+        for result in RELOAD_RESULTS {
+            metrics.config_reloads.with_label_values(&[result]);
+        }
         // Every bounded label value exists from the start, so dashboards see zeros.
         for kind in QueryError::KINDS {
             metrics.clickhouse_errors.with_label_values(&[kind]);
@@ -124,6 +203,12 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    pub fn count_overload(&self, reason: Overload) {
+        self.overloaded
+            .with_label_values(&[Overload::LABELS[reason as usize]])
+            .inc();
     }
 
     /// The handles of replica `index`, every label value created now.

@@ -1,16 +1,16 @@
 //! `Application`: binds the listener (port 0 works), wires state, routes and middleware.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
-use actix_web::dev::{Server, Service as _};
-use actix_web::{web, App, HttpServer};
-use futures_util::FutureExt as _;
+use actix_web::dev::Server;
+use actix_web::{web, App, FromRequest, Handler, HttpServer, Resource, Responder};
+use arc_swap::ArcSwap;
 
 use crate::actors::Registry;
 use crate::api::{self, AppState};
-use crate::auth::Auth;
 use crate::clickhouse::Replicas;
 use crate::config::Settings;
 use crate::metrics::Metrics;
@@ -19,6 +19,20 @@ use crate::state::Core;
 pub struct Application {
     port: u16,
     server: Server,
+    state: web::Data<AppState>,
+}
+
+/// GET and HEAD on `path`; any other method is 405 with `Allow`.
+fn get_head<F, Args>(path: &str, handler: F) -> Resource
+where
+    F: Handler<Args> + Clone,
+    Args: FromRequest + 'static,
+    F::Output: Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(api::logs::method_not_allowed))
 }
 
 impl Application {
@@ -28,52 +42,36 @@ impl Application {
         let listener = TcpListener::bind(&settings.server.bind)?;
         let port = listener.local_addr()?.port();
         let workers = settings.server.workers;
+        let server_settings = settings.server.clone();
         let core = Arc::new(Core::new(settings, Metrics::new()));
         Replicas::spawn_probes(&core.replicas);
         let app_state = web::Data::new(AppState {
-            auth: Auth::new(&core.settings.auth),
             registry: Arc::new(Registry::new(core.clone())),
-            openapi: api::openapi::rendered(&core.settings.logs.levels),
+            openapi: ArcSwap::from_pointee(api::openapi::rendered(&core.settings.logs.levels)),
             core,
         });
+        let state = app_state.clone();
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread: it may host app actors.
-            app_state.registry.host_current_thread();
-            let metrics = app_state.core.metrics.clone();
+            state.registry.host_current_thread();
             App::new()
-                .app_data(app_state.clone())
-                .wrap_fn(move |req, srv| {
-                    let started = Instant::now();
-                    let metrics = metrics.clone();
-                    srv.call(req).map(move |res| {
-                        if let Ok(res) = &res {
-                            let route = res.request().match_pattern();
-                            let route = route.as_deref().unwrap_or("unmatched");
-                            let status = res.status();
-                            metrics
-                                .http_requests
-                                .with_label_values(&[route, status.as_str()])
-                                .inc();
-                            metrics
-                                .http_duration
-                                .with_label_values(&[route])
-                                .observe(started.elapsed().as_secs_f64());
-                        }
-                        res
-                    })
-                })
-                .service(
-                    web::resource("/v1/apps/{app_id}/logs")
-                        .route(web::get().to(api::logs::get_logs))
-                        .route(web::head().to(api::logs::get_logs))
-                        .default_service(web::to(api::logs::method_not_allowed)),
-                )
-                .route("/healthz", web::get().to(api::health::healthz))
-                .route("/readyz", web::get().to(api::health::readyz))
-                .route("/metrics", web::get().to(api::metrics::metrics))
-                .route("/openapi.json", web::get().to(api::openapi::openapi))
+                .app_data(state.clone())
+                .wrap_fn(api::context::around)
+                .service(get_head("/v1/apps/{app_id}/logs", api::logs::get_logs))
+                .service(get_head("/healthz", api::health::healthz))
+                .service(get_head("/readyz", api::health::readyz))
+                .service(get_head("/metrics", api::metrics::metrics))
+                .service(get_head("/openapi.json", api::openapi::openapi))
                 .default_service(web::to(api::logs::not_found))
         })
+        .keep_alive(Duration::from_secs(server_settings.keep_alive_seconds))
+        .client_request_timeout(Duration::from_millis(
+            server_settings.client_request_timeout_ms,
+        ))
+        .shutdown_timeout(server_settings.shutdown_timeout_seconds)
+        .max_connections(server_settings.max_connections)
+        // Signals are ours (`lifecycle`): SIGINT must drain too, and SIGHUP reloads.
+        .disable_signals()
         .listen(listener)?;
         if workers > 0 {
             server = server.workers(workers);
@@ -81,6 +79,7 @@ impl Application {
         Ok(Self {
             port,
             server: server.run(),
+            state: app_state,
         })
     }
 
@@ -94,6 +93,14 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+
+    /// Runs until SIGTERM or SIGINT has drained the server; SIGHUP reloads `config`.
+    pub async fn serve(self, config: PathBuf) -> std::io::Result<()> {
+        let signals =
+            crate::lifecycle::Signals::new(self.state.clone(), self.server.handle(), config)?;
+        actix_web::rt::spawn(signals.watch());
         self.server.await
     }
 }

@@ -1,23 +1,49 @@
 //! `Core`: what every app actor shares (settings, ClickHouse, page cache, metrics, the
 //! process-wide query slots) and the miss path that uses them.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
+
+use crate::auth::Auth;
 
 use crate::cache::{FetchError, PageCache};
 use crate::clickhouse::{ChClient, Replicas};
-use crate::config::Settings;
+use crate::config::{RateLimitSettings, Settings};
 use crate::domain::LogQuery;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
+/// What SIGHUP may change while the process runs; read per request, swapped whole.
+pub struct Live {
+    pub auth: Auth,
+    pub levels: Vec<String>,
+    pub rate_limit: RateLimitSettings,
+}
+
+impl Live {
+    pub fn new(settings: &Settings) -> Self {
+        Self {
+            auth: Auth::new(&settings.auth),
+            levels: settings.logs.levels.clone(),
+            rate_limit: settings.rate_limit.clone(),
+        }
+    }
+}
+
 pub struct Core {
+    /// The settings the process started with: what a reload cannot change.
     pub settings: Settings,
+    pub live: ArcSwap<Live>,
+    /// Set on SIGTERM/SIGINT: `/readyz` answers 503 while in-flight requests finish.
+    pub draining: AtomicBool,
+    /// HTTP requests being answered now (kept by `api::context`).
+    pub in_flight: AtomicUsize,
     pub replicas: Arc<Replicas>,
     pub cache: PageCache,
     pub metrics: Metrics,
@@ -34,6 +60,9 @@ pub struct Core {
 impl Core {
     pub fn new(settings: Settings, metrics: Metrics) -> Self {
         Self {
+            live: ArcSwap::from_pointee(Live::new(&settings)),
+            draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             replicas: Arc::new(Replicas::new(
                 &settings.clickhouse,
                 (0..settings.clickhouse.replica_urls().len())
@@ -59,14 +88,18 @@ impl Core {
         q: &LogQuery,
         request_id: &str,
     ) -> Result<Page, FetchError> {
+        let queued = Instant::now();
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let overloaded = |_| FetchError::Overloaded;
-        let _app_slot = tokio::time::timeout_at(deadline, app_slots.acquire())
-            .await
-            .map_err(overloaded)?;
-        let _slot = tokio::time::timeout_at(deadline, self.query_slots.acquire())
-            .await
-            .map_err(overloaded)?;
+        let slots = async {
+            let app_slot = app_slots.acquire().await;
+            let slot = self.query_slots.acquire().await;
+            (app_slot, slot)
+        };
+        let waited = tokio::time::timeout_at(deadline, slots).await;
+        self.metrics
+            .query_queue_wait
+            .observe(queued.elapsed().as_secs_f64());
+        let _slots = waited.map_err(|_| FetchError::Overloaded)?;
 
         let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
         // Unique on the server even when a client reuses its request id.
@@ -101,6 +134,11 @@ impl Core {
             .with_label_values(&[q.key.log_type.as_str(), outcome])
             .observe(started.elapsed().as_secs_f64());
         Ok(result?.finish(Instant::now()))
+    }
+
+    /// Query slots of the process held now.
+    pub fn query_slots_in_use(&self) -> usize {
+        self.settings.clickhouse.max_concurrent_queries - self.query_slots.available_permits()
     }
 
     /// A new request id, e.g. `3f9a0c2e71d4b8a5-1c`.

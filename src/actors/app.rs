@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use tokio::sync::oneshot;
+use tracing::Instrument as _;
 
 use super::policy::{AppPolicy, RateInfo, RateLimited};
 use crate::cache::{FetchError, Served};
@@ -18,6 +19,8 @@ use crate::state::SharedCore;
 pub struct Fetch {
     pub query: LogQuery,
     pub request_id: String,
+    /// The request's span: the miss task logs inside it.
+    pub span: tracing::Span,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -124,12 +127,13 @@ impl Handler<Fetch> for AppActor {
         // A miss: the query runs as its own task; this mailbox moves on at once.
         let core = self.core.clone();
         let slots = self.policy.slots.clone();
-        actix::spawn(async move {
-            let Fetch {
-                query,
-                request_id,
-                reply,
-            } = msg;
+        let Fetch {
+            query,
+            request_id,
+            span,
+            reply,
+        } = msg;
+        let miss = async move {
             let outcome = core
                 .cache
                 .get_or_fetch(query.key.clone(), query.limit, || {
@@ -143,6 +147,7 @@ impl Handler<Fetch> for AppActor {
                 rate,
                 outcome: outcome.map_err(ServeError::from),
             });
-        });
+        };
+        actix::spawn(miss.instrument(span));
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock, Reference as _};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
@@ -33,10 +34,32 @@ pub struct RateLimited {
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
-pub struct AppPolicy<C: Clock = DefaultClock> {
+/// One quota and the limiter that applies it.
+struct Gcra<C: Clock> {
     limiter: Limiter<C>,
     quota: Quota,
     requests_per_second: u32,
+    burst: u32,
+}
+
+impl<C: Clock> Gcra<C> {
+    fn new(rps: u32, burst: u32, clock: C) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
+        Self {
+            limiter: RateLimiter::direct_with_clock(quota, clock)
+                .with_middleware::<StateInformationMiddleware>(),
+            quota,
+            requests_per_second: rps,
+            burst,
+        }
+    }
+}
+
+pub struct AppPolicy<C: Clock = DefaultClock> {
+    /// Swapped whole when a reload changes the app's quota; kept (state and all) otherwise.
+    gcra: ArcSwap<Gcra<C>>,
+    clock: C,
     /// Counts refusals (`logproxy_rate_limited_total`).
     refused: IntCounter,
     pub(super) slots: Arc<Semaphore>,
@@ -55,7 +78,7 @@ impl AppPolicy {
     }
 }
 
-impl<C: Clock> AppPolicy<C> {
+impl<C: Clock + Clone> AppPolicy<C> {
     pub fn with_clock(
         rps: u32,
         burst: u32,
@@ -63,24 +86,37 @@ impl<C: Clock> AppPolicy<C> {
         refused: IntCounter,
         clock: C,
     ) -> Self {
-        let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
-        let epoch = clock.now();
+        let gcra = Gcra::new(rps, burst, clock.clone());
+        let full = u64::from(gcra.quota.burst_size().get()) << 32;
         Self {
-            limiter: RateLimiter::direct_with_clock(quota, clock)
-                .with_middleware::<StateInformationMiddleware>(),
-            quota,
-            requests_per_second: rps,
+            gcra: ArcSwap::from_pointee(gcra),
+            epoch: clock.now(),
+            clock,
             refused,
             slots: Arc::new(Semaphore::new(slot_count)),
             slot_count,
-            epoch,
-            last: AtomicU64::new(u64::from(quota.burst_size().get()) << 32),
+            last: AtomicU64::new(full),
         }
     }
 
+    /// Applies a (reloaded) quota: a new limiter, with a full burst, if it differs from the
+    /// one in force; the limiter and its state stay otherwise. Whether it changed.
+    pub fn set_quota(&self, rps: u32, burst: u32) -> bool {
+        let current = self.gcra.load();
+        if (current.requests_per_second, current.burst) == (rps, burst) {
+            return false;
+        }
+        let gcra = Gcra::new(rps, burst, self.clock.clone());
+        self.last.store(
+            u64::from(gcra.quota.burst_size().get()) << 32,
+            Ordering::Relaxed,
+        );
+        self.gcra.store(Arc::new(gcra));
+        true
+    }
+
     fn now_ms(&self) -> u32 {
-        let since = self.limiter.clock().now().duration_since(self.epoch);
+        let since = self.clock.now().duration_since(self.epoch);
         Duration::from(since).as_millis() as u32
     }
 
@@ -92,45 +128,37 @@ impl<C: Clock> AppPolicy<C> {
     /// The quota as it stands, without counting a request: for answers that did not reach
     /// the limiter (400, 422, a full mailbox). GCRA refills one request per interval.
     pub fn peek(&self) -> RateInfo {
-        let burst = self.quota.burst_size().get();
+        let gcra = self.gcra.load();
+        let burst = gcra.quota.burst_size().get();
         let last = self.last.load(Ordering::Relaxed);
         let (remaining, at_ms) = ((last >> 32) as u32, last as u32);
         let since = self.now_ms().wrapping_sub(at_ms);
-        let interval_ms = self.quota.replenish_interval().as_millis().max(1) as u64;
+        let interval_ms = gcra.quota.replenish_interval().as_millis().max(1) as u64;
         let refilled = (u64::from(since) / interval_ms).min(u64::from(burst)) as u32;
-        self.rate(remaining.saturating_add(refilled).min(burst))
-    }
-
-    /// The headers' view of the quota with `remaining` requests left of the burst.
-    fn rate(&self, remaining: u32) -> RateInfo {
-        let burst = self.quota.burst_size().get();
-        RateInfo {
-            limit: burst,
-            remaining,
-            reset_seconds: ceil_seconds(self.quota.replenish_interval() * (burst - remaining)),
-        }
+        rate(&gcra.quota, remaining.saturating_add(refilled).min(burst))
     }
 
     /// Counts one request against the app's quota.
     pub fn admit(&self) -> Result<RateInfo, (RateInfo, RateLimited)> {
-        let burst = self.quota.burst_size().get();
-        match self.limiter.check() {
+        let gcra = self.gcra.load();
+        let burst = gcra.quota.burst_size().get();
+        match gcra.limiter.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 self.remember(remaining);
-                Ok(self.rate(remaining))
+                Ok(rate(&gcra.quota, remaining))
             }
             Err(not_until) => {
                 self.remember(0);
                 self.refused.inc();
-                let wait = not_until.wait_time_from(self.limiter.clock().now());
+                let wait = not_until.wait_time_from(self.clock.now());
                 let rate = RateInfo {
                     limit: burst,
                     remaining: 0,
-                    reset_seconds: ceil_seconds(self.quota.burst_size_replenished_in()),
+                    reset_seconds: ceil_seconds(gcra.quota.burst_size_replenished_in()),
                 };
                 let refusal = RateLimited {
-                    limit: self.requests_per_second,
+                    limit: gcra.requests_per_second,
                     burst,
                     retry_after: ceil_seconds(wait).max(1),
                 };
@@ -142,6 +170,16 @@ impl<C: Clock> AppPolicy<C> {
     /// Whether a query of this app holds a slot now.
     pub fn busy(&self) -> bool {
         self.slots.available_permits() < self.slot_count
+    }
+}
+
+/// The headers' view of `quota` with `remaining` requests left of the burst.
+fn rate(quota: &Quota, remaining: u32) -> RateInfo {
+    let burst = quota.burst_size().get();
+    RateInfo {
+        limit: burst,
+        remaining,
+        reset_seconds: ceil_seconds(quota.replenish_interval() * (burst - remaining)),
     }
 }
 
@@ -202,8 +240,20 @@ mod tests {
         clock.advance(Duration::from_millis(250));
         assert_eq!(p.peek().remaining, 2);
         clock.advance(Duration::from_secs(60));
-        assert_eq!(p.peek(), p.rate(5));
+        assert_eq!(p.peek(), rate(&p.gcra.load().quota, 5));
         assert_eq!(p.peek().reset_seconds, 0);
+    }
+
+    #[test]
+    fn a_reload_keeps_the_limiter_of_an_unchanged_quota_and_replaces_a_changed_one() {
+        let (p, _) = policy(1, 2);
+        p.admit().unwrap();
+        p.admit().unwrap();
+        assert!(!p.set_quota(1, 2), "same quota: nothing changes");
+        assert!(p.admit().is_err(), "its state was kept");
+        assert!(p.set_quota(100, 50));
+        assert_eq!(p.peek().limit, 50);
+        assert_eq!(p.admit().unwrap().remaining, 49, "a new quota starts full");
     }
 
     #[test]

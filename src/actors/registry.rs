@@ -150,7 +150,7 @@ impl Registry {
             Some(app) => app.policy.peek(),
             // No actor of the app lives: its quota is whole.
             None => {
-                let (_, burst) = self.core.settings.rate_limit.for_app(app_id);
+                let (_, burst) = self.core.live.load().rate_limit.for_app(app_id);
                 RateInfo {
                     limit: burst,
                     remaining: burst,
@@ -212,14 +212,26 @@ impl Registry {
 
 impl Registry {
     fn new_policy(&self, app_id: &str) -> AppPolicy {
-        let settings = &self.core.settings;
-        let (rps, burst) = settings.rate_limit.for_app(app_id);
+        let (rps, burst) = self.core.live.load().rate_limit.for_app(app_id);
         AppPolicy::new(
             rps,
             burst,
-            settings.clickhouse.max_concurrent_queries_per_app,
+            self.core.settings.clickhouse.max_concurrent_queries_per_app,
             self.core.metrics.rate_limited.clone(),
         )
+    }
+
+    /// Applies reloaded rate limits to the live apps; an app whose quota did not change
+    /// keeps its limiter state. Returns how many apps changed.
+    pub fn requota(&self, rate_limit: &crate::config::RateLimitSettings) -> usize {
+        self.maps
+            .apps
+            .iter()
+            .filter(|app| {
+                let (rps, burst) = rate_limit.for_app(app.key());
+                app.policy.set_quota(rps, burst)
+            })
+            .count()
     }
 }
 
@@ -251,6 +263,7 @@ mod tests {
             Fetch {
                 query,
                 request_id,
+                span: tracing::Span::none(),
                 reply,
             },
             answer,

@@ -11,6 +11,7 @@ use crate::auth::{AuthError, LOGS_READ};
 use crate::cache::FetchError;
 use crate::clickhouse::QueryError;
 use crate::domain::{FieldProblem, IntRule, InvalidQuery, LogType};
+use crate::telemetry::Throttle;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
@@ -339,8 +340,12 @@ impl ResponseError for ApiError {
     fn error_response(&self) -> HttpResponse {
         let (status, body) = self.to_json();
         if status.is_server_error() {
-            // The cause goes to the log, never to the client.
-            tracing::warn!(error = %self, status = status.as_u16(), "request failed");
+            // The cause goes to the log, never to the client; a few lines a second at most.
+            static FAILED: Throttle = Throttle::new(5);
+            if let Some(suppressed) = FAILED.admit() {
+                let status = status.as_u16();
+                tracing::warn!(error = %self, status, suppressed, "request failed");
+            }
         }
         let mut builder = HttpResponseBuilder::new(status);
         builder.content_type("application/json");

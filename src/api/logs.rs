@@ -5,14 +5,14 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError as _};
 use tokio::sync::oneshot;
 
+use super::context::{RequestId, Tenant};
 use super::error::ApiError;
 use super::params::parse_query;
 use super::AppState;
-use crate::actors::{Fetch, RateInfo, Reply};
-use crate::cache::Served;
+use crate::actors::{Fetch, RateInfo, Reply, SendFailure, ServeError};
+use crate::cache::{FetchError, Served};
 use crate::domain::is_valid_app_id;
-
-pub const X_REQUEST_ID: &str = "x-request-id";
+use crate::metrics::Overload;
 
 /// Checks in the contract's order (app_id, auth, 422, 400), then the actor decides the rest.
 pub async fn get_logs(
@@ -29,27 +29,36 @@ pub async fn get_logs(
         .headers()
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    state.auth.authorize(authorization, app_id)?;
+    let live = state.core.live.load();
+    if let Some(tenant) = live.auth.authorize(authorization, app_id)? {
+        req.extensions_mut().insert(Tenant(tenant));
+    }
     // From here on the caller may see the app's quota, on refusals too.
     let refused = |error: ApiError| {
         let mut response = error.error_response();
         set_rate_headers(response.headers_mut(), state.registry.rate_info(app_id));
         Ok(response)
     };
-    let levels = &state.core.settings.logs.levels;
-    let query = match parse_query(app_id.into(), req.query_string(), levels) {
+    let query = match parse_query(app_id.into(), req.query_string(), &live.levels) {
         Ok(query) => query,
         Err(error) => return refused(error.into()),
     };
 
-    let request_id = request_id(&req, &state.core);
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map_or_else(|| state.core.next_request_id(), |id| id.0.to_string());
     let (reply, answer) = oneshot::channel();
     let fetch = Fetch {
         query,
-        request_id: request_id.clone(),
+        request_id,
+        span: tracing::Span::current(),
         reply,
     };
     if let Err(error) = state.registry.send(fetch) {
+        if error == SendFailure::MailboxFull {
+            state.core.metrics.count_overload(Overload::Mailbox);
+        }
         return refused(error.into());
     }
     let Reply { rate, outcome } = answer
@@ -58,13 +67,14 @@ pub async fn get_logs(
 
     let mut response = match outcome {
         Ok(served) => respond(&req, served),
-        Err(error) => ApiError::from(error).error_response(),
+        Err(error) => {
+            if let ServeError::Fetch(FetchError::Overloaded) = error {
+                state.core.metrics.count_overload(Overload::QuerySlots);
+            }
+            ApiError::from(error).error_response()
+        }
     };
-    let headers = response.headers_mut();
-    set_rate_headers(headers, rate);
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        headers.insert(header::HeaderName::from_static(X_REQUEST_ID), value);
-    }
+    set_rate_headers(response.headers_mut(), rate);
     Ok(response)
 }
 
@@ -116,21 +126,6 @@ fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
             HeaderValue::from(value),
         );
     }
-}
-
-/// The client's `X-Request-Id` when it is short and plain, else a new one.
-fn request_id(req: &HttpRequest, core: &crate::state::Core) -> String {
-    req.headers()
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
-        .map(str::to_owned)
-        .unwrap_or_else(|| core.next_request_id())
 }
 
 /// Any method but GET and HEAD on the logs path.

@@ -1,5 +1,6 @@
 //! HTTP routes: the logs endpoint, health, metrics and the OpenAPI document.
 
+pub mod context;
 pub mod error;
 pub mod health;
 pub mod logs;
@@ -10,14 +11,12 @@ pub mod params;
 use std::sync::Arc;
 
 use crate::actors::Registry;
-use crate::auth::Auth;
 use crate::state::SharedCore;
 
 /// What every handler can reach.
 pub struct AppState {
     pub core: SharedCore,
-    pub auth: Auth,
     pub registry: Arc<Registry>,
-    /// `/openapi.json`, rendered once.
-    pub openapi: bytes::Bytes,
+    /// `/openapi.json`, rendered at start and on each reload (its level enum may change).
+    pub openapi: arc_swap::ArcSwap<bytes::Bytes>,
 }

@@ -64,7 +64,7 @@ pub fn rendered(levels: &[String]) -> Bytes {
 pub async fn openapi(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
         .content_type("application/json")
-        .body(state.openapi.clone())
+        .body(bytes::Bytes::clone(&state.openapi.load()))
 }
 
 #[cfg(test)]

@@ -134,17 +134,31 @@ impl ChClient {
         bounded(self.query_timeout, rows).await
     }
 
-    /// Whether the server answers, within `timeout`, a read of both log tables (a server
-    /// without them is no use).
+    /// Whether the server answers, within `timeout`, that its database holds both log
+    /// tables (a server without them is no use).
     pub async fn probe(&self, timeout: Duration) -> Result<(), QueryError> {
-        let reads = async {
-            for table in [&self.runtime_table, &self.requests_table] {
-                let query = self.client.query(PROBE).bind(Identifier(table));
-                query.fetch_all::<u8>().await?;
-            }
-            Ok(())
+        let query = self
+            .client
+            .query(PROBE)
+            .bind(&self.runtime_table)
+            .bind(&self.requests_table);
+        let found = bounded(timeout, query.fetch_one::<u64>()).await?;
+        let wanted = if self.runtime_table == self.requests_table {
+            1
+        } else {
+            2
         };
-        bounded(timeout, reads).await
+        if found == wanted {
+            Ok(())
+        } else {
+            Err(QueryError::Exception {
+                code: None,
+                message: format!(
+                    "database {} lacks table {} or {}",
+                    self.database, self.runtime_table, self.requests_table
+                ),
+            })
+        }
     }
 
     /// Asks the server to stop the query `query_id` (and not to wait for it to end).

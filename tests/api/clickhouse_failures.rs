@@ -58,6 +58,12 @@ async fn logs_returns_503_while_clickhouse_is_stopped_and_200_after_it_restarts(
         .contains("logproxy_clickhouse_errors_total{kind=\"unavailable\"}"));
 
     server.start();
+    // The replica gets queries again once its probe succeeds (every second by default).
+    let restarted = std::time::Instant::now();
+    while app.get_path("/readyz").await.status() != StatusCode::OK {
+        assert!(restarted.elapsed() < std::time::Duration::from_secs(5));
+        actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let resp = app.get("app-1", "").await;
     assert_eq!(resp.status(), StatusCode::OK);
     let body = body_json(resp).await;
@@ -116,9 +122,18 @@ async fn logs_returns_504_when_the_query_runs_past_its_timeout_and_bounds_it_on_
 #[actix_web::test]
 async fn logs_returns_502_when_clickhouse_answers_with_an_exception() {
     let mut settings = test_settings();
-    migrate(&settings).await;
-    // A valid identifier naming a table that does not exist: ClickHouse raises Code 60.
-    settings.clickhouse.runtime_table = "no_such_table".into();
+    let ch = migrate(&settings).await;
+    // A table whose app_id is a number: `app_id = 'app-1'` raises an exception in ClickHouse.
+    // (A missing table no longer does: the health probe reports its replica unhealthy, §6.)
+    ch.raw()
+        .query(
+            "CREATE TABLE wrong_types (app_id UInt64, timestamp_ms Int64, level String, \
+             message String, route_path String, request_id String) ENGINE = Memory",
+        )
+        .execute()
+        .await
+        .expect("create wrong_types");
+    settings.clickhouse.runtime_table = "wrong_types".into();
     let app = start_app(settings).await;
 
     let resp = app.get("app-1", "").await;

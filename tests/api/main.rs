@@ -10,4 +10,5 @@ mod endpoints;
 mod helpers;
 mod limits;
 mod logs_data;
+mod operations;
 mod replicas;

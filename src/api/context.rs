@@ -1,0 +1,130 @@
+//! Around every request: its id (the client's `X-Request-Id` when short and plain, else a
+//! new one), a tracing span carrying `request_id` and `app_id` for every line logged about
+//! it, the HTTP metrics, the `X-Request-Id` answer header, and the access log line.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::body::BoxBody;
+use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::{web, HttpMessage as _};
+use tracing::Instrument as _;
+
+use super::AppState;
+
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request's id, in the request's extensions.
+#[derive(Clone)]
+pub struct RequestId(pub Arc<str>);
+
+/// The caller's tenant, in the request's extensions once auth passed (for the access log).
+#[derive(Clone)]
+pub struct Tenant(pub Arc<str>);
+
+/// The middleware, for `App::wrap_fn`.
+pub fn around<S>(
+    req: ServiceRequest,
+    srv: &S,
+) -> impl Future<Output = Result<ServiceResponse<BoxBody>, actix_web::Error>> + 'static
+where
+    S: Service<ServiceRequest, Response = ServiceResponse<BoxBody>, Error = actix_web::Error>,
+    S::Future: 'static,
+{
+    let started = Instant::now();
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("AppState is registered")
+        .clone();
+    let id: Arc<str> = client_request_id(&req)
+        .map(Into::into)
+        .unwrap_or_else(|| state.core.next_request_id().into());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        app_id = app_id_of(req.path()).unwrap_or(""),
+    );
+    let access = state.core.settings.logging.access;
+    let (method, path) = match access {
+        true => (req.method().to_string(), req.path().to_owned()),
+        false => (String::new(), String::new()),
+    };
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let in_flight = InFlight::new(&state);
+    let call = span.in_scope(|| srv.call(req));
+    async move {
+        let res = call.await;
+        drop(in_flight);
+        let mut res = res?;
+        let route = res.request().match_pattern();
+        let route = route.as_deref().unwrap_or("unmatched");
+        let status = res.status();
+        let metrics = &state.core.metrics;
+        metrics
+            .http_requests
+            .with_label_values(&[route, status.as_str()])
+            .inc();
+        let elapsed = started.elapsed();
+        metrics
+            .http_duration
+            .with_label_values(&[route])
+            .observe(elapsed.as_secs_f64());
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            res.headers_mut().insert(X_REQUEST_ID, value);
+        }
+        if access {
+            let tenant = res.request().extensions().get::<Tenant>().cloned();
+            let cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok());
+            tracing::info!(
+                target: "logproxy::access",
+                method,
+                path,
+                status = status.as_u16(),
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                cache = cache.unwrap_or("-"),
+                tenant = tenant.as_ref().map_or("-", |t| &*t.0),
+                "access"
+            );
+        }
+        Ok(res)
+    }
+    .instrument(span)
+}
+
+/// Counts a request in `Core::in_flight` while it lives (a drain waits for zero).
+struct InFlight(web::Data<AppState>);
+
+impl InFlight {
+    fn new(state: &web::Data<AppState>) -> Self {
+        state.core.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(state.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.core.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The client's `X-Request-Id` when it is 1 to 64 of `[A-Za-z0-9._-]`.
+fn client_request_id(req: &ServiceRequest) -> Option<&str> {
+    req.headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+}
+
+/// The `{app_id}` of `/v1/apps/{app_id}/logs`, for the span (before routing runs).
+fn app_id_of(path: &str) -> Option<&str> {
+    let app_id = path.strip_prefix("/v1/apps/")?.strip_suffix("/logs")?;
+    (!app_id.contains('/')).then_some(app_id)
+}

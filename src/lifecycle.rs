@@ -1,0 +1,140 @@
+//! Signals: SIGTERM and SIGINT drain the server (`/readyz` 503 at once, no new connections,
+//! in-flight requests finish within `server.shutdown_timeout_seconds`); SIGHUP reads the
+//! config file again and swaps in what may change while running.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::dev::ServerHandle;
+use actix_web::web;
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::metrics::RELOAD_RESULTS;
+use crate::state::Live;
+
+pub struct Signals {
+    state: web::Data<AppState>,
+    server: ServerHandle,
+    config: PathBuf,
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    /// Takes over the three signals now, so none is missed once the server runs.
+    pub fn new(
+        state: web::Data<AppState>,
+        server: ServerHandle,
+        config: PathBuf,
+    ) -> std::io::Result<Self> {
+        Ok(Self {
+            state,
+            server,
+            config,
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    pub async fn watch(mut self) {
+        loop {
+            let name = tokio::select! {
+                _ = self.term.recv() => "SIGTERM",
+                _ = self.int.recv() => "SIGINT",
+                _ = self.hup.recv() => {
+                    self.reload();
+                    continue;
+                }
+            };
+            self.drain(name).await;
+            return;
+        }
+    }
+
+    /// `/readyz` 503 and no new connections at once; requests in flight (and those that
+    /// open keep-alive connections still send) are answered until none is left or
+    /// `shutdown_timeout_seconds` passed; then the server stops.
+    async fn drain(&self, signal: &str) {
+        let core = &self.state.core;
+        core.draining.store(true, Ordering::Release);
+        self.server.pause().await;
+        let timeout = Duration::from_secs(core.settings.server.shutdown_timeout_seconds);
+        tracing::info!(
+            signal,
+            ?timeout,
+            "draining: in-flight requests finish, then exit"
+        );
+        let started = Instant::now();
+        while core.in_flight.load(Ordering::Acquire) > 0 && started.elapsed() < timeout {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.server.stop(true).await;
+    }
+
+    /// Reads the config file again; an invalid one changes nothing.
+    fn reload(&self) {
+        let result = match Settings::load(&self.config) {
+            Ok(settings) => {
+                apply(&self.state, &settings);
+                let restart = needs_restart(&self.state.core.settings, &settings);
+                if restart.is_empty() {
+                    tracing::info!(config = %self.config.display(), "configuration reloaded");
+                } else {
+                    tracing::warn!(
+                        config = %self.config.display(),
+                        keys = restart.join(", "),
+                        "configuration reloaded; these changed keys take effect only after a restart"
+                    );
+                }
+                RELOAD_RESULTS[0]
+            }
+            Err(error) => {
+                tracing::error!(%error, "configuration reload failed; nothing changed");
+                RELOAD_RESULTS[1]
+            }
+        };
+        self.state
+            .core
+            .metrics
+            .config_reloads
+            .with_label_values(&[result])
+            .inc();
+    }
+}
+
+/// Swaps in what a reload may change: tenants, keys and scopes, levels, rate limits and
+/// overrides (apps whose quota is the same keep their limiter state), cache TTLs.
+pub fn apply(state: &AppState, settings: &Settings) {
+    let core = &state.core;
+    core.live.store(Arc::new(Live::new(settings)));
+    let changed = state.registry.requota(&settings.rate_limit);
+    core.cache.set_times(&settings.cache);
+    let openapi = api::openapi::rendered(&settings.logs.levels);
+    state.openapi.store(Arc::new(openapi));
+    tracing::debug!(apps_with_new_quota = changed, "reload applied");
+}
+
+/// The keys a reload changed that only a restart applies.
+fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let mut check = |changed: bool, key| {
+        if changed {
+            keys.push(key);
+        }
+    };
+    check(running.server != new.server, "server");
+    check(running.clickhouse != new.clickhouse, "clickhouse");
+    check(running.actors != new.actors, "actors");
+    check(running.logging != new.logging, "logging");
+    check(
+        running.cache.max_bytes != new.cache.max_bytes,
+        "cache.max_bytes",
+    );
+    keys
+}

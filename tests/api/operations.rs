@@ -1,0 +1,398 @@
+//! Operating it (CONTRACT.md §8): signals and reload, logs, the operational paths' methods,
+//! the operator's metrics. Signal tests run the real binary as a child process.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use logproxy_testkit::{free_port, metric_value};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// `logproxy serve` as a child process, its stderr written to a file.
+struct Served {
+    child: Child,
+    base: String,
+    config: PathBuf,
+    log: PathBuf,
+}
+
+impl Served {
+    /// Starts the binary on a free port with `config` (a TOML text without `[server]`).
+    fn start(config: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("lp-ops-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let path = dir.join("config.toml");
+        std::fs::write(&path, served_config(port, config)).unwrap();
+        let log = dir.join("stderr.log");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logproxy"));
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("LOGPROXY__") || key == "RUST_LOG" {
+                cmd.env_remove(key);
+            }
+        }
+        let child = cmd
+            .args(["serve", "--config"])
+            .arg(&path)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start logproxy");
+        let until = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < until, "logproxy did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            config: path,
+            log,
+        }
+    }
+
+    fn rewrite(&self, config: &str) {
+        let port = self.base.rsplit(':').next().unwrap().parse().unwrap();
+        std::fs::write(&self.config, served_config(port, config)).unwrap();
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn stderr_lines(&self) -> Vec<String> {
+        let file = std::fs::File::open(&self.log).unwrap();
+        BufReader::new(file).lines().map(Result::unwrap).collect()
+    }
+
+    /// Waits for the process to exit (at most `within`); its exit code.
+    fn exit_code(&mut self, within: Duration) -> i32 {
+        let until = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "logproxy did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn served_config(port: u16, rest: &str) -> String {
+    format!("[server]\nbind = \"127.0.0.1:{port}\"\nworkers = 2\n{rest}")
+}
+
+/// The `[clickhouse]` section of a test's database (and optional runtime table).
+fn clickhouse_section(database: &str, runtime_table: &str) -> String {
+    format!(
+        "[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\nruntime_table = \"{runtime_table}\"\n",
+        clickhouse_url()
+    )
+}
+
+fn tenant(name: &str, key: &str) -> String {
+    format!(
+        "[[auth.tenants]]\nname = \"{name}\"\napi_key_sha256 = [\"{}\"]\napps = [\"*\"]\nscopes = [\"logs:read\"]\n",
+        logproxy::auth::hash_key(key)
+    )
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+async fn get(http: &reqwest::Client, url: &str, key: Option<&str>) -> reqwest::Response {
+    let mut req = http.get(url);
+    if let Some(key) = key {
+        req = req.bearer_auth(key);
+    }
+    req.send().await.expect("request sent")
+}
+
+async fn slow_requests_finish_and_readyz_turns_503_on(signal: &str) {
+    let settings = slow_settings(&[runtime_row("slow-app", now_ms() - 1000, "info", "m")]).await;
+    let mut served = Served::start(&format!(
+        "{}[auth]\nenabled = false\n",
+        clickhouse_section(&settings.clickhouse.database, "slow_logs")
+    ));
+    let http = client();
+    let ready = format!("{}/readyz", served.base);
+    // A connection of its own, open before the signal: new ones are refused after it.
+    let watcher = client();
+    assert_eq!(get(&watcher, &ready, None).await.status(), StatusCode::OK);
+
+    // Four ~1 s queries in flight, then the signal.
+    let slow = (1..=4).map(|hours| {
+        let url = format!("{}/v1/apps/slow-app/logs?hours={hours}", served.base);
+        let http = http.clone();
+        async move { get(&http, &url, None).await.status() }
+    });
+    let meanwhile = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        served.signal(signal);
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+        // The watcher's keep-alive connection still reaches the draining server.
+        get(&watcher, &ready, None).await.status()
+    };
+    let (statuses, ready_while_draining) = futures_util::join!(join_all(slow), meanwhile);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{signal}: {statuses:?}"
+    );
+    assert_eq!(ready_while_draining, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(served.exit_code(Duration::from_secs(10)), 0, "{signal}");
+}
+
+#[actix_web::test]
+async fn sigterm_lets_in_flight_requests_finish_turns_readyz_503_and_exits_0() {
+    slow_requests_finish_and_readyz_turns_503_on("TERM").await;
+}
+
+#[actix_web::test]
+async fn sigint_lets_in_flight_requests_finish_turns_readyz_503_and_exits_0() {
+    slow_requests_finish_and_readyz_turns_503_on("INT").await;
+}
+
+#[actix_web::test]
+async fn sighup_reloads_keys_limits_and_levels_and_an_invalid_file_changes_nothing() {
+    let settings = test_settings();
+    migrate(&settings).await;
+    let ch = clickhouse_section(&settings.clickhouse.database, "canvas_app_logs");
+    let config = |key: &str, burst: u32, levels: &str| {
+        format!(
+            "{ch}[logs]\nlevels = [{levels}]\n[rate_limit]\nrequests_per_second = 1000\nburst = 1000\n\
+             [[rate_limit.overrides]]\napp_id = \"limited\"\nrequests_per_second = 1\nburst = {burst}\n\
+             [auth]\nenabled = true\n{}{}",
+            tenant("steady", "steady-key"),
+            tenant("rotating", key)
+        )
+    };
+    let served = Served::start(&config("old-key", 1, "\"info\""));
+    let http = client();
+    let logs = |app: &str, query: &str| format!("{}/v1/apps/{app}/logs?{query}", served.base);
+    assert_eq!(
+        get(&http, &logs("a", ""), Some("old-key")).await.status(),
+        StatusCode::OK
+    );
+    let fatal = logs("a", "level=fatal");
+    assert_eq!(
+        get(&http, &fatal, Some("old-key")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        get(&http, &logs("limited", ""), Some("steady-key"))
+            .await
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        get(&http, &logs("limited", ""), Some("steady-key"))
+            .await
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A steady stream through the reload: nothing fails.
+    served.rewrite(&config("new-key", 5, "\"info\", \"fatal\""));
+    let stream = join_all((0..50).map(|i| {
+        let http = http.clone();
+        let url = logs("steady-app", &format!("hours={}", i % 5 + 1));
+        async move {
+            actix_web::rt::time::sleep(Duration::from_millis(10 * i)).await;
+            get(&http, &url, Some("steady-key")).await.status()
+        }
+    }));
+    let reload = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        served.signal("HUP");
+        Instant::now()
+    };
+    let (statuses, reloaded) = futures_util::join!(stream, reload);
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+
+    while get(&http, &logs("a", ""), Some("new-key")).await.status() != StatusCode::OK {
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(1),
+            "the new key works within 1 s"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let old = get(&http, &logs("a", ""), Some("old-key")).await;
+    assert_eq!(old.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        get(&http, &fatal, Some("new-key")).await.status(),
+        StatusCode::OK
+    );
+    for _ in 0..5 {
+        let resp = get(&http, &logs("limited", ""), Some("steady-key")).await;
+        assert_eq!(resp.status(), StatusCode::OK, "the new burst of 5 applies");
+    }
+
+    // An invalid file: nothing changes, and the reload counts as an error.
+    served.rewrite("[clickhouse]\nno_such_key = 1\n");
+    served.signal("HUP");
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        get(&http, &logs("a", ""), Some("new-key")).await.status(),
+        StatusCode::OK
+    );
+    let metrics = get(&http, &format!("{}/metrics", served.base), None).await;
+    let text = metrics.text().await.unwrap();
+    assert_eq!(
+        metric_value(&text, "logproxy_config_reloads_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&text, "logproxy_config_reloads_total{result=\"error\"}"),
+        1.0
+    );
+}
+
+#[actix_web::test]
+async fn json_log_lines_carry_the_request_id_and_an_outage_writes_a_few_lines_a_second() {
+    // Nothing listens at this ClickHouse: every miss fails and would warn.
+    let served = Served::start(&format!(
+        "[clickhouse]\nurl = \"http://127.0.0.1:{}\"\n[logging]\nformat = \"json\"\naccess = true\n\
+         [rate_limit]\nrequests_per_second = 100000\nburst = 100000\n[auth]\nenabled = true\n{}",
+        free_port(),
+        tenant("t", "secret-key-1")
+    ));
+    let http = client();
+    let url = format!("{}/v1/apps/json-app/logs", served.base);
+    let resp = http
+        .get(&url)
+        .bearer_auth("secret-key-1")
+        .header("x-request-id", "json-req-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+
+    let started = Instant::now();
+    let outage = (0..300).map(|i| {
+        let http = http.clone();
+        let url = format!(
+            "{}/v1/apps/outage-{}/logs?hours={}",
+            served.base,
+            i % 30,
+            i % 10 + 1
+        );
+        async move {
+            actix_web::rt::time::sleep(Duration::from_millis(5 * i)).await;
+            get(&http, &url, Some("secret-key-1")).await.status()
+        }
+    });
+    let statuses = join_all(outage).await;
+    let seconds = started.elapsed().as_secs_f64();
+    assert!(statuses
+        .iter()
+        .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE));
+    actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+
+    let lines = served.stderr_lines();
+    let parsed: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let ours: Vec<&Value> = parsed
+        .iter()
+        .filter(|l| l["span"]["request_id"] == "json-req-1")
+        .collect();
+    assert!(!ours.is_empty(), "no line carries the client's request id");
+    assert!(ours.iter().all(|l| l["span"]["app_id"] == "json-app"));
+    let access = ours
+        .iter()
+        .find(|l| l["target"] == "logproxy::access")
+        .expect("access line");
+    assert_eq!(access["status"], 503);
+    assert_eq!(access["tenant"], "t");
+    let warnings = parsed.iter().filter(|l| l["level"] == "WARN").count();
+    assert!(
+        (warnings as f64) <= 5.0 * (seconds + 1.0) + 3.0,
+        "{warnings} warnings in {seconds:.1} s"
+    );
+    assert!(
+        lines.iter().all(|l| !l.contains("secret-key-1")),
+        "a key was logged"
+    );
+}
+
+#[actix_web::test]
+async fn head_metrics_is_200_without_a_body_and_post_healthz_is_405_with_an_error_response() {
+    let app = spawn_app().await;
+    let head = app
+        .http
+        .head(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert!(header(&head, "content-type").starts_with("text/plain"));
+    assert!(head.bytes().await.unwrap().is_empty());
+
+    for path in ["/healthz", "/readyz", "/metrics", "/openapi.json"] {
+        let resp = app
+            .http
+            .post(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+        assert_eq!(header(&resp, "allow"), "GET, HEAD");
+        let body = body_json(resp).await;
+        assert_eq!(body["error"]["code"], "method_not_allowed", "{path}");
+        let head = app.http.head(format!("{}{path}", app.base)).send().await;
+        assert_eq!(head.unwrap().status(), StatusCode::OK, "HEAD {path}");
+    }
+}
+
+#[actix_web::test]
+async fn metrics_show_the_process_the_build_query_slots_overloads_and_reloads_from_the_start() {
+    let app = spawn_app().await;
+    let text = app.metrics().await;
+    for series in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "logproxy_query_slots_in_use",
+        "logproxy_query_queue_wait_seconds_count",
+        "logproxy_overloaded_total{reason=\"query_slots\"}",
+        "logproxy_overloaded_total{reason=\"mailbox\"}",
+        "logproxy_config_reloads_total{result=\"ok\"}",
+        "logproxy_config_reloads_total{result=\"error\"}",
+    ] {
+        metric_value(&text, series);
+    }
+    let build = format!(
+        "logproxy_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(metric_value(&text, &build), 1.0);
+    assert!(metric_value(&text, "process_resident_memory_bytes") > 1e6);
+}
