@@ -12,7 +12,7 @@ use crate::auth::Auth;
 
 use crate::cache::{FetchError, PageCache};
 use crate::clickhouse::{ChClient, Replicas};
-use crate::config::{RateLimitSettings, Settings};
+use crate::config::{CorsSettings, RateLimitSettings, Settings};
 use crate::domain::LogQuery;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
@@ -24,6 +24,7 @@ pub struct Live {
     pub auth: Auth,
     pub levels: Vec<String>,
     pub rate_limit: RateLimitSettings,
+    pub cors: CorsSettings,
 }
 
 impl Live {
@@ -32,6 +33,7 @@ impl Live {
             auth: Auth::new(&settings.auth),
             levels: settings.logs.levels.clone(),
             rate_limit: settings.rate_limit.clone(),
+            cors: settings.cors.clone(),
         }
     }
 }

@@ -9,11 +9,12 @@ use std::time::Instant;
 
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{web, HttpMessage as _};
+use futures_util::future::Either;
 use tracing::Instrument as _;
 
-use super::AppState;
+use super::{cors, AppState};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -54,11 +55,19 @@ where
     };
     req.extensions_mut().insert(RequestId(id.clone()));
     let in_flight = InFlight::new(&state);
-    let call = span.in_scope(|| srv.call(req));
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    let live = state.core.live.load_full();
+    // A preflight from an allowed origin is answered here, before auth and routing.
+    let preflight = cors::preflight(&live.cors, req.method(), req.headers());
+    let call = match preflight {
+        Some(answer) => Either::Left(std::future::ready(Ok(req.into_response(answer)))),
+        None => Either::Right(span.in_scope(|| srv.call(req))),
+    };
     async move {
         let res = call.await;
         drop(in_flight);
         let mut res = res?;
+        cors::decorate(&live.cors, origin.as_ref(), res.headers_mut());
         let route = res.request().match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
         let status = res.status();

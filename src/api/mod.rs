@@ -1,6 +1,7 @@
 //! HTTP routes: the logs endpoint, health, metrics and the OpenAPI document.
 
 pub mod context;
+pub mod cors;
 pub mod error;
 pub mod health;
 pub mod logs;

@@ -6,6 +6,7 @@ mod cache;
 mod cli;
 mod clickhouse_failures;
 mod contract;
+mod cors;
 mod endpoints;
 mod helpers;
 mod limits;
