@@ -7,10 +7,11 @@
 #   2. apt-get installs what is missing: curl and clickhouse-server, and redis-server,
 #      nginx-light and prometheus (promtool) for the tests that will use them; their
 #      services are not started
-#   3. starts two local ClickHouse servers, "replicas" on CLICKHOUSE_HTTP_PORT (default 18123)
+#   3. promtool check rules / test rules on deploy/prometheus (the alerts and their unit tests)
+#   4. starts two local ClickHouse servers, "replicas" on CLICKHOUSE_HTTP_PORT (default 18123)
 #      and the next port; one that already answers is used as it is. On exit it stops the
 #      servers it started, and only those.
-#   4. cargo test --locked "$@" with
+#   5. cargo test --locked "$@" with
 #        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
 #
@@ -27,6 +28,9 @@ cargo fmt --check
 cargo clippy --all-targets --locked -- -D warnings
 
 ensure_packages curl clickhouse-server clickhouse-client redis-server nginx-light prometheus
+
+promtool check rules deploy/prometheus/alerts.yml
+promtool test rules deploy/prometheus/alerts_test.yml
 
 first="${CLICKHOUSE_HTTP_PORT:-18123}"
 ports=("$first" "$(( first + 1 ))")

@@ -201,6 +201,11 @@ impl Metrics {
                     .cache_requests
                     .with_label_values(&[log_type.as_str(), result]);
             }
+            for outcome in std::iter::once("ok").chain(QueryError::KINDS) {
+                metrics
+                    .query_duration
+                    .with_label_values(&[log_type.as_str(), outcome]);
+            }
         }
         metrics
     }

@@ -7,6 +7,7 @@ mod cli;
 mod clickhouse_failures;
 mod contract;
 mod cors;
+mod deploy;
 mod endpoints;
 mod helpers;
 mod limits;
