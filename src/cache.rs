@@ -12,6 +12,7 @@ use moka::Expiry;
 use crate::clickhouse::QueryError;
 use crate::config::CacheSettings;
 use crate::domain::QueryKey;
+use crate::encoding::Coding;
 use crate::page::{Page, PageView};
 
 /// Why the miss path produced no page. Every variant is a failure a stale page may stand
@@ -56,6 +57,10 @@ impl CacheResult {
 #[derive(Debug, Clone)]
 pub struct Served {
     pub view: PageView,
+    /// The content coding of `view.body` (`None`: identity).
+    pub coding: Option<Coding>,
+    /// Whether this request compressed it (every later one reuses it).
+    pub compressed: bool,
     pub result: CacheResult,
     pub max_age: u64,
 }
@@ -66,6 +71,8 @@ pub struct PageCache {
     inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
     times: Arc<Times>,
     max_bytes: u64,
+    /// Bodies shorter than this go uncompressed.
+    min_compress: usize,
 }
 
 /// How long pages stay fresh and how long they are kept for stale-if-error, in
@@ -91,30 +98,36 @@ impl Times {
     fn keep(&self) -> Duration {
         Duration::from_millis(self.keep_ms.load(Ordering::Relaxed))
     }
+
+    /// How long `page` is still worth keeping (a re-insert to re-weigh it keeps its age).
+    fn left(&self, page: &Page) -> Duration {
+        let left = self.keep().saturating_sub(page.fetched_at.elapsed());
+        left.max(Duration::from_millis(1))
+    }
 }
 
 /// Pages stay past their freshness for stale-if-error, then moka drops them.
 struct ExpireWith(Arc<Times>);
 
 impl Expiry<QueryKey, Arc<Page>> for ExpireWith {
-    fn expire_after_create(&self, _: &QueryKey, _: &Arc<Page>, _: Instant) -> Option<Duration> {
-        Some(self.0.keep().max(Duration::from_millis(1)))
+    fn expire_after_create(&self, _: &QueryKey, page: &Arc<Page>, _: Instant) -> Option<Duration> {
+        Some(self.0.left(page))
     }
 
     /// A refreshed page starts its own time (moka's default would keep the old one's).
     fn expire_after_update(
         &self,
         _: &QueryKey,
-        _: &Arc<Page>,
+        page: &Arc<Page>,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
-        Some(self.0.keep().max(Duration::from_millis(1)))
+        Some(self.0.left(page))
     }
 }
 
 impl PageCache {
-    pub fn new(settings: &CacheSettings) -> Self {
+    pub fn new(settings: &CacheSettings, min_compress: usize) -> Self {
         let times = Arc::new(Times {
             ttl_ms: AtomicU64::new(0),
             keep_ms: AtomicU64::new(0),
@@ -133,6 +146,7 @@ impl PageCache {
             inflight,
             times,
             max_bytes: settings.max_bytes,
+            min_compress,
         }
     }
 
@@ -142,9 +156,9 @@ impl PageCache {
     }
 
     /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
-    pub fn hit(&self, key: &QueryKey, limit: u32) -> Option<Served> {
+    pub fn hit(&self, key: &QueryKey, limit: u32, coding: Option<Coding>) -> Option<Served> {
         let page = self.fresh(key, limit, Instant::now())?;
-        Some(self.serve(&page, limit, CacheResult::Hit))
+        Some(self.serve(key, &page, limit, coding, CacheResult::Hit))
     }
 
     /// The miss path: one `fetch` per key and limit however many requests ask at once; on an
@@ -153,6 +167,7 @@ impl PageCache {
         &self,
         key: QueryKey,
         limit: u32,
+        coding: Option<Coding>,
         fetch: F,
     ) -> Result<Served, FetchError>
     where
@@ -186,12 +201,12 @@ impl PageCache {
                 } else {
                     CacheResult::Coalesced
                 };
-                Ok(self.serve(&page, limit, result))
+                Ok(self.serve(&key, &page, limit, coding, result))
             }
             Err(error) => {
                 // Every fetch failure is one a stale page may stand in for.
                 match self.usable_stale(&key, limit) {
-                    Some(page) => Ok(self.serve(&page, limit, CacheResult::Stale)),
+                    Some(page) => Ok(self.serve(&key, &page, limit, coding, CacheResult::Stale)),
                     None => Err(Arc::unwrap_or_clone(error)),
                 }
             }
@@ -209,7 +224,18 @@ impl PageCache {
         (page.fetched_at.elapsed() < self.times.keep() && page.covers(limit)).then_some(page)
     }
 
-    fn serve(&self, page: &Page, limit: u32, result: CacheResult) -> Served {
+    fn serve(
+        &self,
+        key: &QueryKey,
+        page: &Arc<Page>,
+        limit: u32,
+        coding: Option<Coding>,
+        result: CacheResult,
+    ) -> Served {
+        let (view, coding, compressed) = page.representation(limit, coding, self.min_compress);
+        if compressed {
+            self.reweigh(key, page);
+        }
         let max_age = match result {
             CacheResult::Stale => 0,
             _ => self
@@ -219,9 +245,20 @@ impl PageCache {
                 .as_secs(),
         };
         Served {
-            view: page.view(limit),
+            view,
+            coding,
+            compressed,
             result,
             max_age,
+        }
+    }
+
+    /// Puts `page` back under `key` so moka weighs the compressed view it gained, if the
+    /// cache still holds this very page.
+    fn reweigh(&self, key: &QueryKey, page: &Arc<Page>) {
+        if self.pages.get(key).is_some_and(|p| Arc::ptr_eq(&p, page)) {
+            self.pages.insert(key.clone(), page.clone());
+            self.pages.run_pending_tasks();
         }
     }
 
@@ -254,11 +291,14 @@ mod tests {
     const STALE: u64 = 300;
 
     fn cache() -> PageCache {
-        PageCache::new(&CacheSettings {
-            ttl_seconds: TTL,
-            max_bytes: 1 << 20,
-            stale_if_error_seconds: STALE,
-        })
+        PageCache::new(
+            &CacheSettings {
+                ttl_seconds: TTL,
+                max_bytes: 1 << 20,
+                stale_if_error_seconds: STALE,
+            },
+            1024,
+        )
     }
 
     fn key(app: &str) -> QueryKey {
@@ -296,7 +336,7 @@ mod tests {
 
     /// Stores `p` under `k` through the miss path.
     async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
-        c.get_or_fetch(k.clone(), limit, || async { Ok(p) })
+        c.get_or_fetch(k.clone(), limit, None, || async { Ok(p) })
             .await
             .unwrap()
     }
@@ -310,9 +350,10 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             Ok(page(3, 10, Duration::ZERO))
         };
-        let all =
-            futures_util::future::join_all((0..8).map(|_| c.get_or_fetch(key("a"), 10, fetch)))
-                .await;
+        let all = futures_util::future::join_all(
+            (0..8).map(|_| c.get_or_fetch(key("a"), 10, None, fetch)),
+        )
+        .await;
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         let results: Vec<_> = all.iter().map(|r| r.as_ref().unwrap().result).collect();
         assert_eq!(
@@ -334,13 +375,15 @@ mod tests {
         let c = cache();
         store(&c, &key("full"), 5, page(5, 5, Duration::ZERO)).await;
         let hit = c
-            .hit(&key("full"), 3)
+            .hit(&key("full"), 3, None)
             .expect("limit 3 is inside a page of 5");
         assert_eq!((hit.result, entries(&hit)), (CacheResult::Hit, 3));
-        assert!(c.hit(&key("full"), 6).is_none(), "6 > the 5 fetched");
+        assert!(c.hit(&key("full"), 6, None).is_none(), "6 > the 5 fetched");
 
         store(&c, &key("short"), 5, page(2, 5, Duration::ZERO)).await;
-        let hit = c.hit(&key("short"), 1000).expect("the window holds only 2");
+        let hit = c
+            .hit(&key("short"), 1000, None)
+            .expect("the window holds only 2");
         assert_eq!(entries(&hit), 2);
     }
 
@@ -349,15 +392,15 @@ mod tests {
         let c = cache();
         let k = key("old");
         store(&c, &k, 10, page(2, 10, Duration::from_secs(TTL + 1))).await;
-        assert!(c.hit(&k, 10).is_none(), "expired pages are not hits");
+        assert!(c.hit(&k, 10, None).is_none(), "expired pages are not hits");
 
         let served = c
-            .get_or_fetch(k.clone(), 10, || async { Err(unavailable()) })
+            .get_or_fetch(k.clone(), 10, None, || async { Err(unavailable()) })
             .await
             .expect("stale-if-error");
         assert_eq!((served.result, served.max_age), (CacheResult::Stale, 0));
         let overloaded = c
-            .get_or_fetch(k, 10, || async { Err(FetchError::Overloaded) })
+            .get_or_fetch(k, 10, None, || async { Err(FetchError::Overloaded) })
             .await;
         assert_eq!(overloaded.unwrap().result, CacheResult::Stale);
     }
@@ -373,10 +416,14 @@ mod tests {
             page(2, 10, Duration::from_secs(TTL + STALE + 1)),
         )
         .await;
-        let outcome = c.get_or_fetch(k, 10, || async { Err(unavailable()) }).await;
+        let outcome = c
+            .get_or_fetch(k, 10, None, || async { Err(unavailable()) })
+            .await;
         assert!(matches!(outcome, Err(FetchError::Upstream(_))));
         let outcome = c
-            .get_or_fetch(key("never"), 10, || async { Err(FetchError::Overloaded) })
+            .get_or_fetch(key("never"), 10, None, || async {
+                Err(FetchError::Overloaded)
+            })
             .await;
         assert!(matches!(outcome, Err(FetchError::Overloaded)));
     }
@@ -385,26 +432,29 @@ mod tests {
     async fn failures_are_not_cached_and_fresh_pages_carry_their_remaining_age() {
         let c = cache();
         let k = key("retry");
-        let failed = c.get_or_fetch(k.clone(), 10, || async { Err(unavailable()) });
+        let failed = c.get_or_fetch(k.clone(), 10, None, || async { Err(unavailable()) });
         assert!(failed.await.is_err());
         let served = store(&c, &k, 10, page(1, 10, Duration::from_secs(3))).await;
         assert_eq!(
             (served.result, served.max_age),
             (CacheResult::Miss, TTL - 4)
         );
-        assert_eq!(c.hit(&k, 10).unwrap().result, CacheResult::Hit);
+        assert_eq!(c.hit(&k, 10, None).unwrap().result, CacheResult::Hit);
     }
 
     #[tokio::test]
     async fn a_page_larger_than_the_budget_is_served_but_not_kept() {
-        let c = PageCache::new(&CacheSettings {
-            ttl_seconds: TTL,
-            max_bytes: 100,
-            stale_if_error_seconds: STALE,
-        });
+        let c = PageCache::new(
+            &CacheSettings {
+                ttl_seconds: TTL,
+                max_bytes: 100,
+                stale_if_error_seconds: STALE,
+            },
+            1024,
+        );
         let served = store(&c, &key("big"), 10, page(10, 10, Duration::ZERO)).await;
         assert_eq!(entries(&served), 10);
-        assert!(c.hit(&key("big"), 10).is_none());
+        assert!(c.hit(&key("big"), 10, None).is_none());
         assert_eq!(c.usage(), (0, 0));
     }
 }

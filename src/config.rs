@@ -28,6 +28,21 @@ pub struct Settings {
     pub logging: LoggingSettings,
     #[serde(default)]
     pub cors: CorsSettings,
+    #[serde(default)]
+    pub compression: CompressionSettings,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompressionSettings {
+    /// Bodies shorter than this are sent as they are, whatever the client accepts.
+    pub min_bytes: usize,
+}
+
+impl Default for CompressionSettings {
+    fn default() -> Self {
+        Self { min_bytes: 1024 }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clickhouse;
 pub mod config;
 pub mod domain;
+pub mod encoding;
 pub mod lifecycle;
 pub mod metrics;
 pub mod page;

@@ -4,6 +4,7 @@ use crate::cache::CacheResult;
 use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
+use crate::encoding::Coding;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -34,6 +35,7 @@ pub struct Metrics {
     pub query_queue_wait: Histogram,
     pub overloaded: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub compressions: IntCounterVec,
 }
 
 /// Why a request was answered 503 `overloaded`: label values of `logproxy_overloaded_total`.
@@ -163,6 +165,11 @@ impl Metrics {
                 "Configuration reloads on SIGHUP, by result: ok, error.",
                 &["result"],
             ),
+            compressions: counter(
+                "logproxy_compressions_total",
+                "Bodies compressed, by encoding: once per cached view and encoding; hits reuse them.",
+                &["encoding"],
+            ),
             registry,
         };
         let build = register(
@@ -187,6 +194,9 @@ impl Metrics {
             .expect("unique metric");
         for reason in Overload::LABELS {
             metrics.overloaded.with_label_values(&[reason]);
+        }
+        for coding in Coding::ALL {
+            metrics.compressions.with_label_values(&[coding.name()]);
         }
         for result in RELOAD_RESULTS {
             metrics.config_reloads.with_label_values(&[result]);

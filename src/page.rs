@@ -1,6 +1,7 @@
 //! `Page`: a ready 200 body with the end offset of every entry, so one fetched page answers
 //! any smaller `limit` by slicing, without serializing again.
 
+use std::sync::Mutex;
 use std::time::Instant;
 
 use actix_web::http::header::HeaderValue;
@@ -10,11 +11,15 @@ use serde::Serialize;
 
 use crate::clickhouse::rows::{LogSink, RequestRow, RuntimeRow};
 use crate::domain::LogType;
+use crate::encoding::Coding;
 
 /// `message` is cut to this many characters (not bytes).
 pub const MESSAGE_MAX_CHARS: usize = 2000;
 
 const CLOSE: &[u8] = b"]}";
+
+/// At most this many compressed views are kept per page (a view per limit and coding).
+const MAX_ENCODED: usize = 12;
 
 #[derive(Debug)]
 pub struct Page {
@@ -25,6 +30,8 @@ pub struct Page {
     fetched_limit: u32,
     etag: HeaderValue,
     pub fetched_at: Instant,
+    /// Compressed views made so far, by (entries in the view, coding): each is made once.
+    encoded: Mutex<Vec<(usize, Coding, PageView)>>,
 }
 
 /// What one request gets out of a page: its body and the body's strong validator
@@ -77,6 +84,7 @@ impl PageBuilder {
             ends: self.ends,
             fetched_limit: self.limit,
             fetched_at,
+            encoded: Mutex::new(Vec::new()),
         }
     }
 }
@@ -133,10 +141,62 @@ impl Page {
         }
     }
 
-    /// Bytes this page holds, as the cache weighs it.
-    pub fn weight(&self) -> usize {
-        self.body.len() + self.ends.len() * 4 + self.etag.len() + std::mem::size_of::<Self>()
+    /// The body for `limit` in `coding` (identity when `None`, or when the identity body is
+    /// shorter than `min_bytes`), the coding used, and whether it was compressed just now.
+    /// A compressed view is made once per (view, coding) and kept with the page.
+    pub fn representation(
+        &self,
+        limit: u32,
+        coding: Option<Coding>,
+        min_bytes: usize,
+    ) -> (PageView, Option<Coding>, bool) {
+        let Some(coding) = coding else {
+            return (self.view(limit), None, false);
+        };
+        let k = (limit as usize).min(self.ends.len());
+        let mut encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, view)) = encoded.iter().find(|(n, c, _)| *n == k && *c == coding) {
+            return (view.clone(), Some(coding), false);
+        }
+        let identity = self.view(limit);
+        if identity.body.len() < min_bytes {
+            return (identity, None, false);
+        }
+        let view = PageView {
+            body: coding.compress(&identity.body),
+            etag: suffixed(&identity.etag, coding),
+        };
+        if encoded.len() < MAX_ENCODED {
+            encoded.push((k, coding, view.clone()));
+        }
+        (view, Some(coding), true)
     }
+
+    /// Bytes this page holds, compressed views included, as the cache weighs it.
+    pub fn weight(&self) -> usize {
+        let encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
+        let compressed: usize = encoded
+            .iter()
+            .map(|(_, _, v)| v.body.len() + v.etag.len())
+            .sum();
+        self.body.len()
+            + self.ends.len() * 4
+            + self.etag.len()
+            + compressed
+            + std::mem::size_of::<Self>()
+    }
+}
+
+/// The ETag of a compressed representation: the identity body's, with the coding added
+/// (`"<hash>.br"`), so it too depends only on the bytes.
+fn suffixed(identity: &HeaderValue, coding: Coding) -> HeaderValue {
+    let tag = identity.as_bytes();
+    let text = format!(
+        "{}.{}\"",
+        String::from_utf8_lossy(&tag[..tag.len() - 1]),
+        coding.name()
+    );
+    HeaderValue::from_maybe_shared(Bytes::from(text)).expect("hex digits, dots and quotes")
 }
 
 /// The strong validator of `body`: a hash of its bytes alone, so the same bytes have the
@@ -203,6 +263,33 @@ mod tests {
         assert_eq!(long.view(5).etag, short.view(5).etag);
         let refreshed = Page::from_runtime("a", &rows, 100, Instant::now());
         assert_eq!(refreshed.view(100).etag, long.view(100).etag);
+    }
+
+    #[test]
+    fn a_compressed_view_is_made_once_counted_in_the_weight_and_tagged_per_coding() {
+        let p = page(50, 50);
+        let plain = p.weight();
+        let (gz, coding, made) = p.representation(50, Some(Coding::Gzip), 1024);
+        assert_eq!((coding, made), (Some(Coding::Gzip), true));
+        assert!(
+            p.weight() >= plain + gz.body.len(),
+            "compressed bytes are weighed"
+        );
+        let (again, _, made_again) = p.representation(50, Some(Coding::Gzip), 1024);
+        assert!(!made_again, "a second hit reuses it");
+        assert_eq!(again.body, gz.body);
+        let identity = p.view(50).etag;
+        assert_ne!(gz.etag, identity);
+        let id = identity.to_str().unwrap().trim_matches('"');
+        assert_eq!(gz.etag.to_str().unwrap(), format!("\"{id}.gzip\""));
+        let (br, _, _) = p.representation(5, Some(Coding::Br), 1024);
+        assert_ne!(br.etag, gz.etag);
+        let (small, coding, _) = p.representation(1, Some(Coding::Zstd), 1024);
+        assert_eq!(
+            (coding, small.body),
+            (None, p.view(1).body),
+            "under min_bytes: identity"
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Core {
                     .map(|i| metrics.replica(i))
                     .collect(),
             )),
-            cache: PageCache::new(&settings.cache),
+            cache: PageCache::new(&settings.cache, settings.compression.min_bytes),
             query_slots: Semaphore::new(settings.clickhouse.max_concurrent_queries),
             queue_timeout: Duration::from_millis(settings.clickhouse.queue_timeout_ms),
             queries: AtomicU64::new(0),
@@ -149,11 +149,18 @@ impl Core {
         format!("{:016x}-{n:x}", self.id_prefix)
     }
 
-    pub fn count_cache(&self, log_type: &str, result: crate::cache::CacheResult) {
+    /// Counts an answer in the cache metrics, and the compression it did, if any.
+    pub fn count_served(&self, log_type: &str, served: &crate::cache::Served) {
         self.metrics
             .cache_requests
-            .with_label_values(&[log_type, result.label()])
+            .with_label_values(&[log_type, served.result.label()])
             .inc();
+        if let (true, Some(coding)) = (served.compressed, served.coding) {
+            self.metrics
+                .compressions
+                .with_label_values(&[coding.name()])
+                .inc();
+        }
     }
 }
 

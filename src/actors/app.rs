@@ -13,6 +13,7 @@ use tracing::Instrument as _;
 use super::policy::{AppPolicy, RateInfo, RateLimited};
 use crate::cache::{FetchError, Served};
 use crate::domain::LogQuery;
+use crate::encoding::Coding;
 use crate::state::SharedCore;
 
 /// One request for the app's logs; the answer goes back through `reply`.
@@ -21,6 +22,8 @@ pub struct Fetch {
     pub request_id: String,
     /// The request's span: the miss task logs inside it.
     pub span: tracing::Span,
+    /// The content coding the client accepts best (`None`: identity).
+    pub coding: Option<Coding>,
     pub reply: oneshot::Sender<Reply>,
 }
 
@@ -116,8 +119,12 @@ impl Handler<Fetch> for AppActor {
             }
         };
         let log_type = msg.query.log_type().as_str();
-        if let Some(served) = self.core.cache.hit(&msg.query.key, msg.query.limit) {
-            self.core.count_cache(log_type, served.result);
+        let hit = self
+            .core
+            .cache
+            .hit(&msg.query.key, msg.query.limit, msg.coding);
+        if let Some(served) = hit {
+            self.core.count_served(log_type, &served);
             let _ = msg.reply.send(Reply {
                 rate,
                 outcome: Ok(served),
@@ -131,17 +138,18 @@ impl Handler<Fetch> for AppActor {
             query,
             request_id,
             span,
+            coding,
             reply,
         } = msg;
         let miss = async move {
             let outcome = core
                 .cache
-                .get_or_fetch(query.key.clone(), query.limit, || {
+                .get_or_fetch(query.key.clone(), query.limit, coding, || {
                     core.fetch_page(&slots, &query, &request_id)
                 })
                 .await;
             if let Ok(served) = &outcome {
-                core.count_cache(log_type, served.result);
+                core.count_served(log_type, served);
             }
             let _ = reply.send(Reply {
                 rate,

@@ -264,6 +264,7 @@ mod tests {
                 query,
                 request_id,
                 span: tracing::Span::none(),
+                coding: None,
                 reply,
             },
             answer,

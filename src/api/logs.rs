@@ -12,6 +12,7 @@ use super::AppState;
 use crate::actors::{Fetch, RateInfo, Reply, SendFailure, ServeError};
 use crate::cache::{FetchError, Served};
 use crate::domain::is_valid_app_id;
+use crate::encoding::Coding;
 use crate::metrics::Overload;
 
 /// Checks in the contract's order (app_id, auth, 422, 400), then the actor decides the rest.
@@ -53,6 +54,7 @@ pub async fn get_logs(
         query,
         request_id,
         span: tracing::Span::current(),
+        coding: negotiate(&req),
         reply,
     };
     if let Err(error) = state.registry.send(fetch) {
@@ -99,6 +101,11 @@ fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
     } else {
         StatusCode::OK
     });
+    // Every answer here could have been another representation of the same resource.
+    builder.insert_header((header::VARY, "Accept-Encoding"));
+    if let Some(coding) = served.coding {
+        builder.insert_header((header::CONTENT_ENCODING, coding.name()));
+    }
     builder
         .insert_header((header::ETAG, served.view.etag))
         .insert_header((
@@ -126,6 +133,23 @@ fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
             HeaderValue::from(value),
         );
     }
+}
+
+/// The coding the client's `Accept-Encoding` ranks highest among br, zstd and gzip
+/// (q-values honoured; at equal quality br, then zstd, then gzip); `None` for identity, or
+/// when the header is absent or unreadable.
+fn negotiate(req: &HttpRequest) -> Option<Coding> {
+    let accepted = req.get_header::<header::AcceptEncoding>()?;
+    let supported = [
+        header::Encoding::brotli(),
+        header::Encoding::zstd(),
+        header::Encoding::gzip(),
+        header::Encoding::identity(),
+    ];
+    let chosen = accepted.negotiate(supported.iter())?;
+    Coding::ALL
+        .into_iter()
+        .find(|c| chosen.to_string() == c.name())
 }
 
 /// Any method but GET and HEAD on the logs path.

@@ -5,6 +5,7 @@ mod actors;
 mod cache;
 mod cli;
 mod clickhouse_failures;
+mod compression;
 mod contract;
 mod cors;
 mod deploy;
