@@ -660,10 +660,138 @@ async fn failover() {
     println!("\nattempts: {}", attempts.join(", "));
 }
 
+const GZIP_LUA: &str = r#"wrk.headers["Accept-Encoding"] = "gzip""#;
+
+/// Starts Debian's nginx (installed if missing), one worker, as a `proxy_cache` in front of
+/// `upstream` with `gzip on` for JSON: it caches the identity page and gzips it per request.
+fn start_nginx(upstream: &str) -> (Service, std::path::PathBuf) {
+    if Command::new("nginx").arg("-v").output().is_err() {
+        run(Command::new("apt-get").args(["install", "-y", "nginx-light"]));
+    }
+    let dir = std::env::temp_dir().join(format!("logproxy-bench-nginx-{}", free_port()));
+    std::fs::create_dir_all(dir.join("cache")).unwrap();
+    let port = free_port();
+    let d = dir.display();
+    let upstream = upstream.trim_start_matches("http://");
+    let conf = format!(
+        r#"worker_processes 1;
+daemon off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    proxy_cache_path {d}/cache keys_zone=pages:10m;
+    gzip on;
+    gzip_types application/json;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://{upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Accept-Encoding "";
+            proxy_cache pages;
+            proxy_cache_valid 200 10m;
+            proxy_ignore_headers Cache-Control Expires Vary;
+        }}
+    }}
+}}
+"#
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&path)
+        .arg("-p")
+        .arg(&dir)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nginx did not listen");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let base = format!("http://127.0.0.1:{port}");
+    (Service { child, base }, dir)
+}
+
+/// Scenario g: hot hits with `Accept-Encoding: gzip`, logproxy (each page compressed once)
+/// against nginx `proxy_cache` + `gzip on` serving the same page, and logproxy's own
+/// identity hits; three alternating rounds, medians.
+async fn gzip_vs_nginx() {
+    install_wrk_if_missing();
+    let ch_url = ensure_clickhouse();
+    let config = config_file("gzip", &ch_url, TTL_SECONDS);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(DATABASE, "lp_bench_gzip");
+    std::fs::write(&config, text).unwrap();
+    run(Command::new(BIN).args(["migrate", "--config"]).arg(&config));
+    run(Command::new(BIN)
+        .args(["seed", "--apps", "2", "--rows-per-app", "3000", "--config"])
+        .arg(&config));
+    let service = start_service(&config);
+    let path = "/v1/apps/demo-app-1/logs?hours=24&limit=100";
+    let (nginx, nginx_dir) = start_nginx(&service.base);
+    let http = reqwest::Client::new();
+    let identity = get_body(&http, &format!("{}{path}", service.base)).await;
+    // Warm nginx's cache (its upstream request carries the key).
+    for _ in 0..2 {
+        http.get(format!("{}{path}", nginx.base))
+            .bearer_auth(KEY)
+            .header("accept-encoding", "gzip")
+            .send()
+            .await
+            .unwrap();
+    }
+    let seconds = load_seconds();
+    println!(
+        "\ng. gzip hits: one page of {} bytes, wrk -t2 -c{CONNECTIONS}, {seconds} s per run, 1 worker each\n",
+        identity.len()
+    );
+    let mut runs: Vec<(&str, Vec<f64>)> = vec![
+        ("logproxy identity", vec![]),
+        ("logproxy gzip", vec![]),
+        ("nginx proxy_cache + gzip", vec![]),
+    ];
+    for round in 1..=3 {
+        for (i, (name, rates)) in runs.iter_mut().enumerate() {
+            let (base, lua) = match i {
+                0 => (&service.base, ""),
+                1 => (&service.base, GZIP_LUA),
+                _ => (&nginx.base, GZIP_LUA),
+            };
+            let f = wrk(&format!("{base}{path}"), CONNECTIONS, seconds, lua).await;
+            print_row(&format!("{name} #{round}"), &f);
+            rates.push(f.rps());
+        }
+    }
+    let m: Vec<f64> = runs.iter().map(|(_, r)| median(r.clone())).collect();
+    println!(
+        "\n  medians: identity {:.0}, gzip {:.0}, nginx gzip {:.0} req/s",
+        m[0], m[1], m[2]
+    );
+    println!(
+        "  logproxy gzip / nginx gzip        {:.2}   (target >= 2)",
+        m[1] / m[2]
+    );
+    println!(
+        "  logproxy gzip / logproxy identity {:.2}   (target >= 0.9)",
+        m[1] / m[0]
+    );
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(nginx_dir);
+}
+
 #[actix_web::main]
 async fn main() {
     if std::env::args().any(|a| a == "failover") {
         return failover().await;
+    }
+    if std::env::args().any(|a| a == "gzip") {
+        return gzip_vs_nginx().await;
     }
     install_wrk_if_missing();
     let ch_url = ensure_clickhouse();
