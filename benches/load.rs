@@ -552,6 +552,26 @@ fn print_summary(
     );
 }
 
+/// Points `config` at `database`, migrates and seeds it (`apps` x `rows` of each kind, on
+/// every replica of the config), then starts the service on it.
+fn small_database_service(
+    config: &std::path::Path,
+    database: &str,
+    apps: u32,
+    rows: u32,
+) -> Service {
+    let text = std::fs::read_to_string(config)
+        .unwrap()
+        .replace(DATABASE, database);
+    std::fs::write(config, text).unwrap();
+    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
+    let (apps, rows) = (apps.to_string(), rows.to_string());
+    run(Command::new(BIN)
+        .args(["seed", "--apps", &apps, "--rows-per-app", &rows, "--config"])
+        .arg(config));
+    start_service(config)
+}
+
 /// Scenario f: misses at a fixed rate over two replicas, the second `kill -STOP`ped for the
 /// middle third of the run; errors and latency before, during and after.
 async fn failover() {
@@ -564,19 +584,12 @@ async fn failover() {
         .args(["start", b_port]));
     let b = format!("http://127.0.0.1:{b_port}");
     let config = config_file("failover", &a, 0);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(
-            &format!("url = \"{a}\""),
-            &format!("urls = [\"{a}\", \"{b}\"]"),
-        )
-        .replace(DATABASE, "lp_bench_failover");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("url = \"{a}\""),
+        &format!("urls = [\"{a}\", \"{b}\"]"),
+    );
     std::fs::write(&config, text).unwrap();
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(&config));
-    run(Command::new(BIN)
-        .args(["seed", "--apps", "50", "--rows-per-app", "2000", "--config"])
-        .arg(&config));
-    let service = start_service(&config);
+    let service = small_database_service(&config, "lp_bench_failover", 50, 2000);
     let http = reqwest::Client::new();
     let ready = format!("{}/readyz", service.base);
     while !http
@@ -724,15 +737,7 @@ async fn gzip_vs_nginx() {
     install_wrk_if_missing();
     let ch_url = ensure_clickhouse();
     let config = config_file("gzip", &ch_url, TTL_SECONDS);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace(DATABASE, "lp_bench_gzip");
-    std::fs::write(&config, text).unwrap();
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(&config));
-    run(Command::new(BIN)
-        .args(["seed", "--apps", "2", "--rows-per-app", "3000", "--config"])
-        .arg(&config));
-    let service = start_service(&config);
+    let service = small_database_service(&config, "lp_bench_gzip", 2, 3000);
     let path = "/v1/apps/demo-app-1/logs?hours=24&limit=100";
     let (nginx, nginx_dir) = start_nginx(&service.base);
     let http = reqwest::Client::new();
