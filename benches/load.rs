@@ -689,6 +689,7 @@ fn start_nginx(upstream: &str) -> (Service, std::path::PathBuf) {
     let conf = format!(
         r#"worker_processes 1;
 daemon off;
+master_process off;
 pid {d}/nginx.pid;
 error_log {d}/error.log;
 events {{ worker_connections 4096; }}

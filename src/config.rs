@@ -69,6 +69,9 @@ pub struct ServerSettings {
     pub shutdown_timeout_seconds: u64,
     /// Open connections per worker; more wait in the listen backlog.
     pub max_connections: usize,
+    /// A connection whose sent data stays unacknowledged this long (a client that stops
+    /// reading, or is gone) is dropped by the kernel (TCP_USER_TIMEOUT); 0: the OS default.
+    pub send_timeout_seconds: u64,
 }
 
 impl Default for ServerSettings {
@@ -80,6 +83,7 @@ impl Default for ServerSettings {
             client_request_timeout_ms: 5000,
             shutdown_timeout_seconds: 30,
             max_connections: 25_000,
+            send_timeout_seconds: 20,
         }
     }
 }

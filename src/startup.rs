@@ -40,6 +40,13 @@ impl Application {
     /// Must be called inside an actix System (the app actors live on its arbiters).
     pub fn build(settings: Settings) -> std::io::Result<Self> {
         let listener = TcpListener::bind(&settings.server.bind)?;
+        // Accepted connections inherit it: the kernel drops one whose answers stay unread.
+        #[cfg(target_os = "linux")]
+        if settings.server.send_timeout_seconds > 0 {
+            socket2::SockRef::from(&listener).set_tcp_user_timeout(Some(Duration::from_secs(
+                settings.server.send_timeout_seconds,
+            )))?;
+        }
         let port = listener.local_addr()?.port();
         let workers = settings.server.workers;
         let server_settings = settings.server.clone();

@@ -93,6 +93,7 @@ pub struct TestApp {
     pub http: reqwest::Client,
     pub ch: ChClient,
     pub settings: Settings,
+    handle: actix_web::dev::ServerHandle,
 }
 
 /// Migrates a fresh database, then starts the app on its own port.
@@ -111,6 +112,7 @@ pub async fn start_app(settings: Settings) -> TestApp {
     let ch = ChClient::new(&settings.clickhouse);
     let app = Application::build(settings.clone()).expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
@@ -121,10 +123,16 @@ pub async fn start_app(settings: Settings) -> TestApp {
             .unwrap(),
         ch,
         settings,
+        handle,
     }
 }
 
 impl TestApp {
+    /// Stops the server at once, as a killed process would (connections refused).
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+
     pub fn logs_url(&self, app_id: &str, query: &str) -> String {
         format!("{}/v1/apps/{app_id}/logs?{query}", self.base)
     }

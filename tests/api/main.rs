@@ -10,6 +10,7 @@ mod contract;
 mod cors;
 mod deploy;
 mod endpoints;
+mod fleet;
 mod helpers;
 mod limits;
 mod logs_data;

@@ -396,3 +396,118 @@ async fn metrics_show_the_process_the_build_query_slots_overloads_and_reloads_fr
     assert_eq!(metric_value(&text, &build), 1.0);
     assert!(metric_value(&text, "process_resident_memory_bytes") > 1e6);
 }
+
+/// CPU seconds (user + system) and resident bytes of process `pid`, from `/proc`.
+fn cpu_and_rss(pid: u32) -> (f64, u64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    (ticks / 100.0, kib * 1024)
+}
+
+/// Opens `count` connections that pipeline `GET path` as fast as the server takes them and
+/// never read an answer, until `stop`; each thread ends with how its last write ended.
+fn pipelining_abusers(
+    base: &str,
+    path: &str,
+    count: usize,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<std::io::Result<()>>> {
+    use std::io::Write as _;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: abuser\r\n\r\n").repeat(64);
+    (0..count)
+        .map(|_| {
+            let (addr, request, stop) = (addr.clone(), request.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut conn = std::net::TcpStream::connect(&addr)?;
+                conn.set_write_timeout(Some(Duration::from_millis(100)))?;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match conn.write(request.as_bytes()) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            })
+        })
+        .collect()
+}
+
+#[actix_web::test]
+async fn connections_that_pipeline_without_reading_cost_a_fixed_amount_and_others_are_served() {
+    // No send timeout here: the connections stay for the whole hold.
+    // (Lines before any section belong to `[server]`.)
+    let served = Served::start("send_timeout_seconds = 0\n");
+    let pid = served.child.id();
+    let http = client();
+    let health = format!("{}/healthz", served.base);
+    // Warm the allocator with the answers the abusers will ask for.
+    for _ in 0..50 {
+        get(&http, &format!("{}/openapi.json", served.base), None).await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abusers = pipelining_abusers(&served.base, "/openapi.json", 4, stop.clone());
+    // The first second answers what fits in the sockets' buffers, as for any client.
+    actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+    let (cpu_before, rss_before) = cpu_and_rss(pid);
+    let held = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while held.elapsed() < Duration::from_secs(10) {
+        let t = Instant::now();
+        assert_eq!(get(&http, &health, None).await.status(), StatusCode::OK);
+        slowest = slowest.max(t.elapsed());
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (cpu_after, rss_after) = cpu_and_rss(pid);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for abuser in abusers {
+        let _ = abuser.join();
+    }
+    let cpu = cpu_after - cpu_before;
+    let grown = rss_after.saturating_sub(rss_before);
+    assert!(
+        cpu < 1.0,
+        "{cpu:.2} s of CPU over 10 s (10% of a core is 1 s)"
+    );
+    assert!(grown < 1 << 20, "RSS grew by {grown} bytes");
+    assert!(
+        slowest < Duration::from_millis(500),
+        "a normal request took {slowest:?}"
+    );
+}
+
+#[actix_web::test]
+async fn a_connection_that_never_reads_is_closed_after_the_send_timeout() {
+    let served = Served::start("send_timeout_seconds = 2\n");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let abuser = pipelining_abusers(&served.base, "/openapi.json", 1, stop.clone()).remove(0);
+    // The kernel gives up on unacknowledged data after the timeout, probing at doubling
+    // intervals: closed within about twice the timeout.
+    while !abuser.is_finished() && started.elapsed() < Duration::from_secs(15) {
+        actix_web::rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let ended = abuser.join().unwrap();
+    assert!(ended.is_err(), "the connection was not closed within 15 s");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    let http = client();
+    let health = get(&http, &format!("{}/healthz", served.base), None).await;
+    assert_eq!(health.status(), StatusCode::OK);
+}
