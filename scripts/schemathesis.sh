@@ -14,8 +14,8 @@
 #      limits high enough that fuzzing is not throttled, CORS on for one origin
 #   4. st run http://127.0.0.1:PORT/openapi.json --checks all, a fixed seed (ST_SEED, default
 #      1), at most ST_MAX_EXAMPLES cases per operation (default 1000), the tenant's
-#      Authorization header and the allowed Origin; no crash cache, and warnings fail the
-#      run too. The exit status is schemathesis's: non-zero on any finding
+#      Authorization header and the allowed Origin; no crash cache or Hypothesis files kept,
+#      and warnings fail the run too. The exit status is schemathesis's: non-zero on any finding
 #   5. on exit: the service is stopped, the database dropped, the temporary files removed
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs network access to PyPI
@@ -120,8 +120,9 @@ pid=$!
 wait_http "http://127.0.0.1:$PORT/readyz" 30 "$pid" || die "the service did not get ready"
 
 # -------------------------------------------------------------- the fuzzing ---
-# No crash cache (it would replay an earlier run's failures: every run is the seed's alone),
-# and a warning (say, an operation that only ever answered errors) fails the run too.
+# No crash cache (it would replay an earlier run's failures) and Hypothesis's files in the
+# temporary folder, so a run is its seed's alone and leaves nothing in the tree. A warning
+# (say, an operation that only ever answered errors) fails the run too.
 cat >"$work/schemathesis.toml" <<EOF
 [cache]
 enabled = false
@@ -132,7 +133,8 @@ EOF
 # Every request comes from the allowed origin, so the CORS headers that every answer then
 # carries are checked against the document too.
 log "schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$PORT (seed $SEED, $MAX_EXAMPLES examples)"
-"$VENV/bin/st" --config-file "$work/schemathesis.toml" run "http://127.0.0.1:$PORT/openapi.json" \
+HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" \
+    "$VENV/bin/st" --config-file "$work/schemathesis.toml" run "http://127.0.0.1:$PORT/openapi.json" \
     --checks all \
     --seed "$SEED" \
     --max-examples "$MAX_EXAMPLES" \
