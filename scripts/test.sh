@@ -14,6 +14,7 @@
 #   5. cargo test --locked "$@" with
 #        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
+#   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
@@ -45,3 +46,4 @@ scripts/clickhouse.sh start "${ports[@]}" >/dev/null
 export LOGPROXY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${ports[0]}"
 export LOGPROXY_TEST_CLICKHOUSE_URLS="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]}"
 cargo test --locked "$@"
+scripts/schemathesis.sh

@@ -1,7 +1,8 @@
 //! `GET /openapi.json`: the OpenAPI 3.1 document. `openapi.json` is the hand-written frame
 //! (paths, schemas, prose); what the code owns is filled in from the code, so the two cannot
 //! drift: every error example is rendered by `ApiError` itself, the enums come from
-//! `LogType` and the configured levels, the integer bounds from `domain`.
+//! `LogType`, the configured levels and the errors' own types and codes, the integer bounds
+//! from `domain`.
 
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
@@ -17,11 +18,20 @@ const LOGS_PATH: &str = "/v1/apps/{app_id}/logs";
 /// The document for a service that accepts `levels`.
 pub fn document(levels: &[String]) -> Value {
     let mut doc: Value = serde_json::from_str(FRAME).expect("openapi.json is valid JSON");
+    let (mut kinds, mut codes): (Vec<String>, Vec<String>) = Default::default();
     for error in ApiError::samples() {
+        let (status, body) = error.to_json();
+        for (list, value) in [
+            (&mut kinds, &body["error"]["type"]),
+            (&mut codes, &body["error"]["code"]),
+        ] {
+            if let Some(value) = value.as_str().filter(|v| !list.iter().any(|l| l == v)) {
+                list.push(value.to_owned());
+            }
+        }
         if let ApiError::RouteNotFound { .. } = error {
             continue; // not an answer of the logs path
         }
-        let (status, body) = error.to_json();
         let name = doc["paths"][LOGS_PATH]["get"]["responses"][status.as_str()]["$ref"]
             .as_str()
             .and_then(|r| r.rsplit('/').next())
@@ -34,16 +44,20 @@ pub fn document(levels: &[String]) -> Value {
         doc["components"]["responses"][&name]["content"]["application/json"]["examples"]
             [&example] = json!({ "value": body });
     }
-    let params = &mut doc["components"]["parameters"];
-    params["LogType"]["schema"]["enum"] = json!(LogType::ALL.map(LogType::as_str));
+    let detail = &mut doc["components"]["schemas"]["ErrorDetail"]["properties"];
+    detail["type"]["enum"] = json!(kinds);
+    detail["code"]["enum"] = json!(codes);
+    let query = &mut doc["components"]["schemas"]["LogsQuery"];
+    query["properties"]["log_type"]["enum"] = json!(LogType::ALL.map(LogType::as_str));
+    // `level` is checked only for `log_type=runtime`: the schema's `else` branch.
     let mut level_values: Vec<&str> = levels.iter().map(String::as_str).collect();
     if levels.iter().any(|l| l == "warn") {
         level_values.push("warning");
     }
     level_values.push(""); // empty counts as absent
-    params["Level"]["schema"]["anyOf"][0]["enum"] = json!(level_values);
-    for (name, p) in [("Hours", HOURS), ("Limit", LIMIT)] {
-        bounds(&mut params[name]["schema"], p);
+    query["else"]["properties"]["level"]["enum"] = json!(level_values);
+    for (name, p) in [("hours", HOURS), ("limit", LIMIT)] {
+        bounds(&mut query["properties"][name], p);
     }
     doc
 }
@@ -90,7 +104,8 @@ mod tests {
                 .any(|e| e["value"] == body);
             assert!(found, "{status}: {body}");
         }
-        let level = &doc["components"]["parameters"]["Level"]["schema"]["anyOf"][0]["enum"];
+        let level =
+            &doc["components"]["schemas"]["LogsQuery"]["else"]["properties"]["level"]["enum"];
         assert_eq!(level, &json!(["info", "warn", "warning", ""]));
     }
 }

@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# Fuzzes the live service against its own /openapi.json with schemathesis, and fails on any
+# finding: the document must say exactly what the server does (CONTRACT.md §9).
+#
+# Usage: scripts/schemathesis.sh [extra `st run` args...]
+#
+#   1. a virtualenv (python3 -m venv; Debian's python3-venv is installed if missing) with
+#      schemathesis==$SCHEMATHESIS_VERSION, made once and reused; ST_VENV sets where
+#      (default target/schemathesis-venv)
+#   2. cargo build --locked; a fresh database lp_schemathesis_<pid> on the ClickHouse at
+#      LOGPROXY_TEST_CLICKHOUSE_URL (default http://127.0.0.1:18123, which must be running),
+#      migrated and seeded (demo-app-1..3) with the binary
+#   3. `logproxy serve` on a free port: auth on, one tenant with a key for every app, rate
+#      limits high enough that fuzzing is not throttled, CORS on for one origin
+#   4. st run http://127.0.0.1:PORT/openapi.json --checks all, a fixed seed (ST_SEED, default
+#      1), at most ST_MAX_EXAMPLES cases per operation (default 1000), the tenant's
+#      Authorization header and the allowed Origin; no crash cache or Hypothesis files kept,
+#      and warnings fail the run too. The exit status is schemathesis's: non-zero on any finding
+#   5. on exit: the service is stopped, the database dropped, the temporary files removed
+#
+# Runs as root or with sudo, without a terminal (CI=true); needs network access to PyPI
+# the first time, and rustup's cargo.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/lib.sh
+
+SCHEMATHESIS_VERSION=4.32.5
+CLICKHOUSE_URL="${LOGPROXY_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+VENV="${ST_VENV:-target/schemathesis-venv}"
+SEED="${ST_SEED:-1}"
+MAX_EXAMPLES="${ST_MAX_EXAMPLES:-1000}"
+KEY="lp_schemathesis_key"
+DB="lp_schemathesis_$$"
+ORIGIN="https://dashboard.example"
+
+# ------------------------------------------------------------------ the venv ---
+ensure_packages curl
+command -v python3 >/dev/null 2>&1 || ensure_packages python3
+installed_version() {
+    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' \
+        2>/dev/null || true
+}
+if [[ "$(installed_version)" != "$SCHEMATHESIS_VERSION" ]]; then
+    if [[ ! -x "$VENV/bin/pip" ]]; then
+        # Debian's python3 keeps ensurepip (which venv needs) in python3-venv.
+        python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv
+        rm -rf "$VENV"
+        mkdir -p "$(dirname "$VENV")"
+        python3 -m venv "$VENV"
+    fi
+    log "installing schemathesis==$SCHEMATHESIS_VERSION in $VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+[[ "$(installed_version)" == "$SCHEMATHESIS_VERSION" ]] \
+    || die "schemathesis $SCHEMATHESIS_VERSION is not what $VENV holds"
+
+# ------------------------------------------------------------ the service ---
+need_cargo
+cargo build --locked --quiet --bin logproxy
+BIN="$TARGET_DIR/debug/logproxy"
+
+curl -fsS --max-time 5 -o /dev/null "$CLICKHOUSE_URL/ping" \
+    || die "no ClickHouse answers at $CLICKHOUSE_URL (scripts/clickhouse.sh start 18123)"
+
+work="$(mktemp -d)"
+pid=""
+cleanup() {
+    local status=$?
+    [[ -z "$pid" ]] || stop_pid "$pid"
+    curl -fsS --max-time 30 -o /dev/null "$CLICKHOUSE_URL/" \
+        --data-binary "DROP DATABASE IF EXISTS $DB" || log "could not drop database $DB"
+    if (( status != 0 )) && [[ -s "$work/server.log" ]]; then
+        log "the service's log (last lines):"
+        tail -n 20 "$work/server.log" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+KEY_SHA256="$("$BIN" hash-key "$KEY")"
+cat >"$work/config.toml" <<EOF
+[server]
+bind = "127.0.0.1:$PORT"
+workers = 2
+
+[clickhouse]
+urls = ["$CLICKHOUSE_URL"]
+database = "$DB"
+
+[rate_limit]
+requests_per_second = 100000
+burst = 100000
+
+[logging]
+level = "warn"
+
+[cors]
+allowed_origins = ["$ORIGIN"]
+
+[auth]
+enabled = true
+
+[[auth.tenants]]
+name = "schemathesis"
+api_key_sha256 = ["$KEY_SHA256"]
+apps = ["*"]
+scopes = ["logs:read"]
+EOF
+# Only this file configures the instance.
+while IFS='=' read -r name _; do unset "$name"; done < <(env | grep '^LOGPROXY__' || true)
+
+"$BIN" migrate --config "$work/config.toml" >/dev/null
+"$BIN" seed --config "$work/config.toml" --apps 3 --rows-per-app 200 --hours 24 >/dev/null
+"$BIN" serve --config "$work/config.toml" >"$work/server.log" 2>&1 &
+pid=$!
+wait_http "http://127.0.0.1:$PORT/readyz" 30 "$pid" || die "the service did not get ready"
+
+# -------------------------------------------------------------- the fuzzing ---
+# No crash cache (it would replay an earlier run's failures) and Hypothesis's files in the
+# temporary folder, so a run is its seed's alone and leaves nothing in the tree. A warning
+# (say, an operation that only ever answered errors) fails the run too.
+cat >"$work/schemathesis.toml" <<EOF
+[cache]
+enabled = false
+
+[warnings]
+fail-on = true
+EOF
+# Every request comes from the allowed origin, so the CORS headers that every answer then
+# carries are checked against the document too.
+log "schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$PORT (seed $SEED, $MAX_EXAMPLES examples)"
+HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" \
+    "$VENV/bin/st" --config-file "$work/schemathesis.toml" run "http://127.0.0.1:$PORT/openapi.json" \
+    --checks all \
+    --seed "$SEED" \
+    --max-examples "$MAX_EXAMPLES" \
+    --header "Authorization: Bearer $KEY" \
+    --header "Origin: $ORIGIN" \
+    --generation-database none \
+    --no-color \
+    "$@"
