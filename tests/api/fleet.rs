@@ -2,10 +2,9 @@
 //! `deploy/nginx/logproxy.conf` in front of three logproxy instances.
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use logproxy_testkit::free_port;
+use logproxy_testkit::{free_port, wait_until_listening};
 use reqwest::StatusCode;
 
 use crate::helpers::*;
@@ -57,11 +56,7 @@ impl Nginx {
             .stderr(Stdio::null())
             .spawn()
             .expect("start nginx");
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "nginx did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(port, "nginx");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use logproxy_testkit::{free_port, metric_value};
+use logproxy_testkit::{free_port, metric_value, wait_until_listening};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -43,11 +43,7 @@ impl Served {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("start logproxy");
-        let until = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < until, "logproxy did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until_listening(port, "logproxy");
         Self {
             child,
             base: format!("http://127.0.0.1:{port}"),

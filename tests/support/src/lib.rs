@@ -38,3 +38,16 @@ pub async fn count_queries(ch: &clickhouse::Client, prefix: &str) -> u64 {
         .await
         .expect("count queries")
 }
+
+/// Waits until something listens on `127.0.0.1:port` (a child process just started),
+/// panicking after 10 s with `what` in the message.
+pub fn wait_until_listening(port: u16, what: &str) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < until,
+            "{what} did not listen on port {port}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
