@@ -114,11 +114,7 @@ fn start_service(config: &std::path::Path) -> Service {
         .spawn()
         .expect("start logproxy");
     let base = format!("http://127.0.0.1:{port}");
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err() {
-        assert!(Instant::now() < until, "logproxy did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    logproxy_testkit::wait_until_listening(port.parse().unwrap(), "logproxy");
     Service { child, base }
 }
 
@@ -216,19 +212,40 @@ async fn warm_hot_set(http: &reqwest::Client, base: &str) {
 /// Runs wrk off the System thread, so servers of this process keep being served.
 async fn wrk(url: &str, connections: u32, seconds: u64, extra_lua: &'static str) -> Figures {
     let url = url.to_owned();
-    actix_web::rt::task::spawn_blocking(move || wrk_blocking(&url, connections, seconds, extra_lua))
-        .await
-        .unwrap()
+    actix_web::rt::task::spawn_blocking(move || {
+        wrk_blocking(&url, connections, seconds, extra_lua, None)
+    })
+    .await
+    .unwrap()
 }
 
-fn wrk_blocking(url: &str, connections: u32, seconds: u64, extra_lua: &str) -> Figures {
+/// wrk with 2 threads, or with 1 thread pinned to CPU `pin` (`taskset`).
+fn wrk_blocking(
+    url: &str,
+    connections: u32,
+    seconds: u64,
+    extra_lua: &str,
+    pin: Option<&str>,
+) -> Figures {
     let script = std::env::temp_dir().join(format!("logproxy-bench-{}.lua", free_port()));
     std::fs::File::create(&script)
         .unwrap()
         .write_all(format!("{extra_lua}\n{REPORT_LUA}").as_bytes())
         .unwrap();
-    let out = run(Command::new("wrk")
-        .args(["-t2", &format!("-c{connections}"), &format!("-d{seconds}s")])
+    let mut cmd = match pin {
+        Some(cpu) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", cpu, "wrk", "-t1"]);
+            c
+        }
+        None => {
+            let mut c = Command::new("wrk");
+            c.arg("-t2");
+            c
+        }
+    };
+    let out = run(cmd
+        .args([&format!("-c{connections}"), &format!("-d{seconds}s")])
         .args(["-H", &format!("Authorization: Bearer {KEY}")])
         .arg("-s")
         .arg(&script)
@@ -722,11 +739,7 @@ http {{
         .stderr(Stdio::null())
         .spawn()
         .expect("start nginx");
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nginx did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    logproxy_testkit::wait_until_listening(port, "nginx");
     let base = format!("http://127.0.0.1:{port}");
     (Service { child, base }, dir)
 }
@@ -791,8 +804,99 @@ async fn gzip_vs_nginx() {
     let _ = std::fs::remove_dir_all(nginx_dir);
 }
 
+const ONE_APP_LUA: &str = r#"
+request = function()
+  return wrk.format("GET", "/v1/apps/demo-app-1/logs?hours=24&limit=100")
+end
+"#;
+
+const THOUSAND_APPS_LUA: &str = r#"
+math.randomseed(11)
+request = function()
+  return wrk.format("GET",
+    string.format("/v1/apps/demo-app-%d/logs?hours=24&limit=100", math.random(1, 1000)))
+end
+"#;
+
+/// CPU seconds (utime + stime) process `pid` has used, all its threads.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// Pins every thread of `pid` to CPU `cpu`.
+fn pin(pid: u32, cpu: &str) {
+    run(Command::new("taskset").args(["-a", "-p", "-c", cpu, &pid.to_string()]));
+}
+
+/// Scenario h: hits spread over 1,000 cached apps against one app, and nginx `proxy_cache`
+/// serving the same 1,000 URLs; each server on CPU 0, wrk (1 thread) on CPU 1; two
+/// alternating rounds; server CPU time per request read from `/proc`.
+async fn many_apps_pinned() {
+    install_wrk_if_missing();
+    let ch_url = ensure_clickhouse();
+    let config = config_file("pinned", &ch_url, 3600);
+    let service = small_database_service(&config, "lp_bench_apps", 1000, 110);
+    let (nginx, nginx_dir) = start_nginx(&service.base);
+    pin(service.child.id(), "0");
+    pin(nginx.child.id(), "0");
+    let http = reqwest::Client::new();
+    let mut body_len = 0;
+    for app in 1..=1000 {
+        let path = format!("/v1/apps/demo-app-{app}/logs?hours=24&limit=100");
+        for base in [&service.base, &nginx.base] {
+            body_len = get_body(&http, &format!("{base}{path}")).await.len();
+        }
+    }
+    let seconds = load_seconds();
+    println!(
+        "\nh. many apps: 1,000 cached pages of about {body_len} bytes; server on CPU 0, wrk -t1 -c{CONNECTIONS} on CPU 1, {seconds} s per run\n"
+    );
+    let sides: [(&str, &Service, &'static str); 3] = [
+        ("logproxy, 1 app", &service, ONE_APP_LUA),
+        ("logproxy, 1,000 apps", &service, THOUSAND_APPS_LUA),
+        ("nginx, 1,000 URLs", &nginx, THOUSAND_APPS_LUA),
+    ];
+    let mut per_request: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    for round in 1..=2 {
+        for (i, (name, side, lua)) in sides.iter().enumerate() {
+            let (pid, url, lua) = (side.child.id(), side.base.clone(), *lua);
+            let before = cpu_seconds(pid);
+            let f = actix_web::rt::task::spawn_blocking(move || {
+                wrk_blocking(&url, CONNECTIONS, seconds, lua, Some("1"))
+            })
+            .await
+            .unwrap();
+            let us = (cpu_seconds(pid) - before) / f.requests.max(1) as f64 * 1e6;
+            per_request[i].push(us);
+            print_row(&format!("{name} #{round}"), &f);
+            println!("{:>34} server CPU {us:.1} us/request", "");
+        }
+    }
+    let m: Vec<f64> = per_request.into_iter().map(median).collect();
+    println!(
+        "\n  CPU per hit, 1,000 apps / 1 app    {:.2}   (target <= 1.05)",
+        m[1] / m[0]
+    );
+    println!(
+        "  CPU per hit, nginx / logproxy (1,000) {:.2}   (target >= 1.5)",
+        m[2] / m[1]
+    );
+    drop(nginx);
+    let _ = std::fs::remove_dir_all(nginx_dir);
+}
+
 #[actix_web::main]
 async fn main() {
+    if std::env::args().any(|a| a == "many-apps") {
+        return many_apps_pinned().await;
+    }
     if std::env::args().any(|a| a == "failover") {
         return failover().await;
     }
