@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use logproxy::clickhouse::ChClient;
 use logproxy::config::ClickHouseSettings;
-use logproxy_testkit::{count_queries, free_port};
+use logproxy_testkit::{count_queries, cpu_seconds, free_port, rss_bytes};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logproxy");
@@ -116,17 +116,6 @@ fn start_service(config: &std::path::Path) -> Service {
     let base = format!("http://127.0.0.1:{port}");
     logproxy_testkit::wait_until_listening(port.parse().unwrap(), "logproxy");
     Service { child, base }
-}
-
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    kb * 1024
 }
 
 /// One wrk run's figures (latencies in microseconds).
@@ -817,18 +806,6 @@ request = function()
     string.format("/v1/apps/demo-app-%d/logs?hours=24&limit=100", math.random(1, 1000)))
 end
 "#;
-
-/// CPU seconds (utime + stime) process `pid` has used, all its threads.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    (fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap()) / 100.0
-}
 
 /// Pins every thread of `pid` to CPU `cpu`.
 fn pin(pid: u32, cpu: &str) {

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use logproxy_testkit::{free_port, metric_value, wait_until_listening};
+use logproxy_testkit::{cpu_seconds, free_port, metric_value, rss_bytes, wait_until_listening};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -393,27 +393,6 @@ async fn metrics_show_the_process_the_build_query_slots_overloads_and_reloads_fr
     assert!(metric_value(&text, "process_resident_memory_bytes") > 1e6);
 }
 
-/// CPU seconds (user + system) and resident bytes of process `pid`, from `/proc`.
-fn cpu_and_rss(pid: u32) -> (f64, u64) {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap()
-        .split_whitespace()
-        .collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap();
-    (ticks / 100.0, kib * 1024)
-}
-
 /// Opens `count` connections that pipeline `GET path` as fast as the server takes them and
 /// never read an answer, until `stop`; each thread ends with how its last write ended.
 fn pipelining_abusers(
@@ -461,7 +440,7 @@ async fn connections_that_pipeline_without_reading_cost_a_fixed_amount_and_other
     let abusers = pipelining_abusers(&served.base, "/openapi.json", 4, stop.clone());
     // The first second answers what fits in the sockets' buffers, as for any client.
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
-    let (cpu_before, rss_before) = cpu_and_rss(pid);
+    let (cpu_before, rss_before) = (cpu_seconds(pid), rss_bytes(pid));
     let held = Instant::now();
     let mut slowest = Duration::ZERO;
     while held.elapsed() < Duration::from_secs(10) {
@@ -470,7 +449,7 @@ async fn connections_that_pipeline_without_reading_cost_a_fixed_amount_and_other
         slowest = slowest.max(t.elapsed());
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
-    let (cpu_after, rss_after) = cpu_and_rss(pid);
+    let (cpu_after, rss_after) = (cpu_seconds(pid), rss_bytes(pid));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for abuser in abusers {
         let _ = abuser.join();
