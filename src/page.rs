@@ -172,6 +172,47 @@ impl Page {
         (view, Some(coding), true)
     }
 
+    /// The page as the fleet shares it (CONTRACT.md §7): the `limit` it was fetched with,
+    /// every entry's end offset, then the byte-exact body. Compressed views stay local.
+    pub fn to_shared(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.ends.len() * 4 + self.body.len());
+        out.extend_from_slice(&self.fetched_limit.to_le_bytes());
+        out.extend_from_slice(&(self.ends.len() as u32).to_le_bytes());
+        for end in &self.ends {
+            out.extend_from_slice(&end.to_le_bytes());
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// A page another proxy shared, `fetched_at` being when it was fetched on this process's
+    /// clock; `None` when the bytes are not a page (another version, or damaged).
+    pub fn from_shared(bytes: Bytes, fetched_at: Instant) -> Option<Self> {
+        let word = |at: usize| -> Option<u32> {
+            Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
+        };
+        let fetched_limit = word(0)?;
+        let count = word(4)? as usize;
+        let body_at = 8usize.checked_add(count.checked_mul(4)?)?;
+        let ends: Vec<u32> = (0..count).map(|i| word(8 + i * 4)).collect::<Option<_>>()?;
+        let body = bytes.slice(body_at.min(bytes.len())..);
+        let ordered = ends.windows(2).all(|w| w[0] < w[1]);
+        let inside = ends
+            .last()
+            .is_none_or(|&end| end as usize + CLOSE.len() <= body.len());
+        if body_at > bytes.len() || !ordered || !inside || !body.ends_with(CLOSE) {
+            return None;
+        }
+        Some(Page {
+            etag: etag_of(&body),
+            body,
+            ends,
+            fetched_limit,
+            fetched_at,
+            encoded: Mutex::new(Vec::new()),
+        })
+    }
+
     /// Bytes this page holds, compressed views included, as the cache weighs it.
     pub fn weight(&self) -> usize {
         let encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
@@ -297,6 +338,24 @@ mod tests {
         assert!(page(5, 5).covers(5) && page(5, 5).covers(1) && !page(5, 5).covers(6));
         assert!(page(3, 5).covers(1000));
         assert!(page(0, 5).covers(1000));
+    }
+
+    #[test]
+    fn a_shared_page_comes_back_byte_exact_and_damaged_bytes_are_refused() {
+        let p = page(5, 5);
+        let shared = Bytes::from(p.to_shared());
+        let back = Page::from_shared(shared.clone(), p.fetched_at).unwrap();
+        for k in [1, 3, 5, 1000] {
+            assert_eq!(back.view(k).body, p.view(k).body);
+            assert_eq!(back.view(k).etag, p.view(k).etag);
+            assert_eq!(back.covers(k), p.covers(k));
+        }
+        assert!(Page::from_shared(shared.slice(..shared.len() - 1), p.fetched_at).is_none());
+        assert!(Page::from_shared(shared.slice(..6), p.fetched_at).is_none());
+        assert!(Page::from_shared(Bytes::from_static(b"garbage!"), p.fetched_at).is_none());
+        let empty = page(0, 5);
+        let back = Page::from_shared(Bytes::from(empty.to_shared()), empty.fetched_at).unwrap();
+        assert_eq!(back.view(5).body, empty.view(5).body);
     }
 
     #[test]
