@@ -32,13 +32,16 @@ pub enum CacheResult {
     Hit,
     Miss,
     Stale,
-    /// Waited on another request's query; `MISS` in the header.
+    /// Waited on another request's query (of this process or, with Redis, of the fleet);
+    /// `MISS` in the header.
     Coalesced,
+    /// A page another proxy of the fleet fetched, found in Redis; `HIT` in the header.
+    Shared,
 }
 
 impl CacheResult {
     /// Every `result` label value, in the order the variants are declared.
-    pub const LABELS: [&'static str; 4] = ["hit", "miss", "stale", "coalesced"];
+    pub const LABELS: [&'static str; 5] = ["hit", "miss", "stale", "coalesced", "shared"];
 
     pub fn label(self) -> &'static str {
         Self::LABELS[self as usize]
@@ -46,11 +49,29 @@ impl CacheResult {
 
     pub fn header(self) -> &'static str {
         match self {
-            CacheResult::Hit => "HIT",
+            CacheResult::Hit | CacheResult::Shared => "HIT",
             CacheResult::Miss | CacheResult::Coalesced => "MISS",
             CacheResult::Stale => "STALE",
         }
     }
+}
+
+/// Where the page of a miss came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This request's own query.
+    Query,
+    /// The fleet's cache (Redis): fetched by another proxy before this request came.
+    FleetCache,
+    /// Another proxy's query, which this request waited for.
+    FleetQuery,
+}
+
+/// The page of a miss and where it came from.
+#[derive(Debug)]
+pub struct Fetched {
+    pub page: Page,
+    pub origin: Origin,
 }
 
 /// A body ready to send, how it was found, and how many whole seconds it stays fresh.
@@ -155,6 +176,19 @@ impl PageCache {
         self.times.set(settings);
     }
 
+    /// `(ttl, keep)`: how long a page is fresh, and kept in all (with the stale window).
+    pub fn times(&self) -> (Duration, Duration) {
+        (self.times.ttl(), self.times.keep())
+    }
+
+    /// Keeps `page` (from the fleet, no longer fresh) to stand in for a failed query, if
+    /// this process holds no page for `key`.
+    pub fn offer(&self, key: &QueryKey, page: Page) {
+        if self.pages.get(key).is_none() && page.fetched_at.elapsed() < self.times.keep() {
+            self.store(key.clone(), &Arc::new(page));
+        }
+    }
+
     /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
     pub fn hit(&self, key: &QueryKey, limit: u32, coding: Option<Coding>) -> Option<Served> {
         let page = self.fresh(key, limit, Instant::now())?;
@@ -172,9 +206,10 @@ impl PageCache {
     ) -> Result<Served, FetchError>
     where
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Page, FetchError>>,
+        Fut: Future<Output = Result<Fetched, FetchError>>,
     {
         let ran_query = AtomicBool::new(false);
+        let origin = std::sync::OnceLock::new();
         let flight = (key.clone(), limit);
         let outcome = self
             .inflight
@@ -184,7 +219,9 @@ impl PageCache {
                     return Ok(page);
                 }
                 ran_query.store(true, Ordering::Relaxed);
-                let page = Arc::new(fetch().await?);
+                let fetched = fetch().await?;
+                let _ = origin.set(fetched.origin);
+                let page = Arc::new(fetched.page);
                 self.store(key.clone(), &page);
                 Ok::<_, FetchError>(page)
             })
@@ -196,10 +233,10 @@ impl PageCache {
         }
         match outcome {
             Ok(page) => {
-                let result = if led {
-                    CacheResult::Miss
-                } else {
-                    CacheResult::Coalesced
+                let result = match (led, origin.get()) {
+                    (true, Some(Origin::FleetCache)) => CacheResult::Shared,
+                    (true, Some(Origin::Query)) => CacheResult::Miss,
+                    _ => CacheResult::Coalesced,
                 };
                 Ok(self.serve(&key, &page, limit, coding, result))
             }
@@ -325,6 +362,13 @@ mod tests {
         Page::from_runtime("a", &rows, limit, Instant::now() - age)
     }
 
+    fn fetched(page: Page) -> Fetched {
+        Fetched {
+            page,
+            origin: Origin::Query,
+        }
+    }
+
     fn entries(served: &Served) -> usize {
         let body: serde_json::Value = serde_json::from_slice(&served.view.body).unwrap();
         body["entries"].as_array().unwrap().len()
@@ -336,7 +380,7 @@ mod tests {
 
     /// Stores `p` under `k` through the miss path.
     async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
-        c.get_or_fetch(k.clone(), limit, None, || async { Ok(p) })
+        c.get_or_fetch(k.clone(), limit, None, || async { Ok(fetched(p)) })
             .await
             .unwrap()
     }
@@ -348,7 +392,7 @@ mod tests {
         let fetch = || async {
             fetches.fetch_add(1, Ordering::SeqCst);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            Ok(page(3, 10, Duration::ZERO))
+            Ok(fetched(page(3, 10, Duration::ZERO)))
         };
         let all = futures_util::future::join_all(
             (0..8).map(|_| c.get_or_fetch(key("a"), 10, None, fetch)),
@@ -368,6 +412,27 @@ mod tests {
             7
         );
         assert!(all.iter().all(|r| entries(r.as_ref().unwrap()) == 3));
+    }
+
+    #[tokio::test]
+    async fn a_page_from_the_fleet_is_a_shared_hit_and_a_fleet_query_a_coalesced_miss() {
+        let c = cache();
+        for (app, origin, result) in [
+            ("a", Origin::FleetCache, CacheResult::Shared),
+            ("b", Origin::FleetQuery, CacheResult::Coalesced),
+        ] {
+            let fetch = || async move {
+                Ok(Fetched {
+                    page: page(2, 10, Duration::ZERO),
+                    origin,
+                })
+            };
+            let served = c.get_or_fetch(key(app), 10, None, fetch).await.unwrap();
+            assert_eq!(served.result, result);
+            assert_eq!(c.hit(&key(app), 10, None).unwrap().result, CacheResult::Hit);
+        }
+        assert_eq!(CacheResult::Shared.header(), "HIT");
+        assert_eq!(CacheResult::Shared.label(), "shared");
     }
 
     #[tokio::test]

@@ -30,6 +30,42 @@ pub struct Settings {
     pub cors: CorsSettings,
     #[serde(default)]
     pub compression: CompressionSettings,
+    #[serde(default)]
+    pub redis: RedisSettings,
+}
+
+/// CONTRACT.md §7: a fleet of proxies sharing rate limits, pages and single-flight in Redis.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RedisSettings {
+    /// Empty: per-process state; `redis://host:6379/0`: shared with the fleet.
+    pub url: String,
+    /// Put before every key, so several fleets (or other users) can share one Redis.
+    pub key_prefix: String,
+    /// A slower Redis call counts as failed; the request goes on without it.
+    pub timeout_ms: u64,
+    /// While Redis fails, each process admits 1/N of each app's quota.
+    pub fallback_fleet_size: u32,
+    /// Pages with a longer body are not shared (each process caches them itself).
+    pub max_page_bytes: usize,
+}
+
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            key_prefix: "logproxy:".into(),
+            timeout_ms: 50,
+            fallback_fleet_size: 1,
+            max_page_bytes: 1024 * 1024,
+        }
+    }
+}
+
+impl RedisSettings {
+    pub fn enabled(&self) -> bool {
+        !self.url.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -422,6 +458,11 @@ impl Settings {
             ),
             ("actors.mailbox_capacity", self.actors.mailbox_capacity),
             ("server.max_connections", self.server.max_connections),
+            ("redis.timeout_ms", self.redis.timeout_ms as usize),
+            (
+                "redis.fallback_fleet_size",
+                self.redis.fallback_fleet_size as usize,
+            ),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));
@@ -449,6 +490,17 @@ impl Settings {
                     ));
                 }
             }
+        }
+        let redis = &self.redis;
+        if redis.enabled()
+            && !["redis://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|scheme| redis.url.starts_with(scheme))
+        {
+            return Err(format!(
+                "redis.url = {:?}: use redis://host:port/db (this build has no TLS)",
+                redis.url
+            ));
         }
         if self.logs.levels.is_empty() {
             return Err("logs.levels must name at least one level".into());

@@ -10,6 +10,7 @@ pub mod clickhouse;
 pub mod config;
 pub mod domain;
 pub mod encoding;
+pub mod fleet;
 pub mod lifecycle;
 pub mod metrics;
 pub mod page;

@@ -5,6 +5,7 @@ use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
 use crate::encoding::Coding;
+use crate::fleet::{FleetMetrics, Op};
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -36,6 +37,8 @@ pub struct Metrics {
     pub overloaded: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub compressions: IntCounterVec,
+    pub redis_errors: IntCounterVec,
+    pub redis_up: IntGauge,
 }
 
 /// Why a request was answered 503 `overloaded`: label values of `logproxy_overloaded_total`.
@@ -107,7 +110,7 @@ impl Metrics {
             ),
             cache_requests: counter(
                 "logproxy_cache_requests_total",
-                "Log requests by cache result: hit, miss, stale, coalesced.",
+                "Log requests by cache result: hit, miss, stale, coalesced, shared (a page from the fleet).",
                 &["log_type", "result"],
             ),
             cache_entries: gauge("logproxy_cache_entries", "Pages held by the cache."),
@@ -170,6 +173,15 @@ impl Metrics {
                 "Bodies compressed, by encoding: once per cached view and encoding; hits reuse them.",
                 &["encoding"],
             ),
+            redis_errors: counter(
+                "logproxy_redis_errors_total",
+                "Redis calls that failed or outlasted redis.timeout_ms, by op: rate_limit, page_get, page_put, lock.",
+                &["op"],
+            ),
+            redis_up: gauge(
+                "logproxy_redis_up",
+                "With redis.url: 1 while Redis answers, 0 while the process goes on alone.",
+            ),
             registry,
         };
         let build = register(
@@ -197,6 +209,9 @@ impl Metrics {
         }
         for coding in Coding::ALL {
             metrics.compressions.with_label_values(&[coding.name()]);
+        }
+        for op in Op::LABELS {
+            metrics.redis_errors.with_label_values(&[op]);
         }
         for result in RELOAD_RESULTS {
             metrics.config_reloads.with_label_values(&[result]);
@@ -235,6 +250,14 @@ impl Metrics {
                 self.clickhouse_attempts
                     .with_label_values(&[&replica, kind])
             }),
+        }
+    }
+
+    /// The handles of the fleet (Redis).
+    pub fn fleet(&self) -> FleetMetrics {
+        FleetMetrics {
+            errors: Op::LABELS.map(|op| self.redis_errors.with_label_values(&[op])),
+            up: self.redis_up.clone(),
         }
     }
 

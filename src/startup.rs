@@ -50,7 +50,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = settings.server.workers;
         let server_settings = settings.server.clone();
-        let core = Arc::new(Core::new(settings, Metrics::new()));
+        let core = Arc::new(Core::new(settings, Metrics::new()).map_err(std::io::Error::other)?);
         Replicas::spawn_probes(&core.replicas);
         let app_state = web::Data::new(AppState {
             registry: Arc::new(Registry::new(core.clone())),

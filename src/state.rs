@@ -10,10 +10,11 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
 
-use crate::cache::{FetchError, PageCache};
+use crate::cache::{FetchError, Fetched, PageCache};
 use crate::clickhouse::{ChClient, Replicas};
 use crate::config::{CorsSettings, RateLimitSettings, Settings};
 use crate::domain::LogQuery;
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
 
@@ -48,6 +49,8 @@ pub struct Core {
     pub in_flight: AtomicUsize,
     pub replicas: Arc<Replicas>,
     pub cache: PageCache,
+    /// With `redis.url`: what the fleet of proxies shares.
+    pub fleet: Option<Fleet>,
     pub metrics: Metrics,
     /// `clickhouse.max_concurrent_queries`: the slots of the whole process.
     pub query_slots: Semaphore,
@@ -60,8 +63,14 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(settings: Settings, metrics: Metrics) -> Self {
-        Self {
+    /// Fails only on a `redis.url` the Redis client cannot use.
+    pub fn new(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let fleet = match settings.redis.enabled() {
+            true => Some(Fleet::new(&settings.redis, metrics.fleet())?),
+            false => None,
+        };
+        Ok(Self {
+            fleet,
             live: ArcSwap::from_pointee(Live::new(&settings)),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
@@ -79,12 +88,40 @@ impl Core {
             requests: AtomicU64::new(0),
             metrics,
             settings,
+        })
+    }
+
+    /// The miss path (hits never come here): with Redis, the fleet's page or its one query
+    /// for the key; else (or when Redis fails) this process's own query.
+    pub async fn fetch_page(
+        &self,
+        app_slots: &Semaphore,
+        q: &LogQuery,
+        request_id: &str,
+    ) -> Result<Fetched, FetchError> {
+        let query = || self.query(app_slots, q, request_id);
+        match &self.fleet {
+            Some(fleet) => {
+                let ch = &self.settings.clickhouse;
+                // Past this, a proxy that holds the key's lock is taken to be stuck.
+                let max_wait = Duration::from_millis(
+                    ch.queue_timeout_ms
+                        .saturating_add(ch.query_timeout_ms.saturating_mul(2)),
+                );
+                fleet
+                    .fetch(&self.cache, &q.key, q.limit, max_wait, query)
+                    .await
+            }
+            None => Ok(Fetched {
+                page: query().await?,
+                origin: crate::cache::Origin::Query,
+            }),
         }
     }
 
-    /// The miss path: a slot of the app and of the process (within `queue_timeout_ms`, else
-    /// 503 overloaded), then the query, then the page. Hits never come here.
-    pub async fn fetch_page(
+    /// A query of this process: a slot of the app and of the process (within
+    /// `queue_timeout_ms`, else 503 overloaded), then the query, then the page.
+    async fn query(
         &self,
         app_slots: &Semaphore,
         q: &LogQuery,

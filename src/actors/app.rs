@@ -108,54 +108,85 @@ impl Handler<Fetch> for AppActor {
     fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
         self.queued.fetch_sub(1, Ordering::AcqRel);
         self.last_seen = Instant::now();
-        let rate = match self.policy.admit() {
-            Ok(rate) => rate,
-            Err((rate, refusal)) => {
-                let _ = msg.reply.send(Reply {
-                    rate,
-                    outcome: Err(refusal.into()),
-                });
+        let fleet = self.core.fleet.as_ref().filter(|fleet| fleet.is_up());
+        let decided = match fleet.map(|_| self.policy.spend_lease()) {
+            None => self.policy.admit(),
+            Some(Some(leased)) => Ok(leased),
+            Some(None) => {
+                // The fleet decides: a Redis round trip, as a task, so this mailbox moves on.
+                let (core, policy) = (self.core.clone(), self.policy.clone());
+                let span = msg.span.clone();
+                let ask = async move {
+                    let grant = match &core.fleet {
+                        Some(fleet) => {
+                            let quota = policy.fleet_quota();
+                            fleet.take(&msg.query.key.app_id, quota).await
+                        }
+                        None => None,
+                    };
+                    // Redis failed: the process's share of the quota applies.
+                    let decided = grant.map_or_else(|| policy.admit(), |g| policy.settle(g));
+                    serve(&core, &policy, msg, decided);
+                };
+                actix::spawn(ask.instrument(span));
                 return;
             }
         };
-        let log_type = msg.query.log_type().as_str();
-        let hit = self
-            .core
-            .cache
-            .hit(&msg.query.key, msg.query.limit, msg.coding);
-        if let Some(served) = hit {
-            self.core.count_served(log_type, &served);
+        serve(&self.core, &self.policy, msg, decided);
+    }
+}
+
+/// Answers a request its app's limit decided on: refused, a hit at once, or a miss as a
+/// task of its own.
+fn serve(
+    core: &SharedCore,
+    policy: &AppPolicy,
+    msg: Fetch,
+    decided: Result<RateInfo, (RateInfo, RateLimited)>,
+) {
+    let rate = match decided {
+        Ok(rate) => rate,
+        Err((rate, refusal)) => {
             let _ = msg.reply.send(Reply {
                 rate,
-                outcome: Ok(served),
+                outcome: Err(refusal.into()),
             });
             return;
         }
-        // A miss: the query runs as its own task; this mailbox moves on at once.
-        let core = self.core.clone();
-        let slots = self.policy.slots.clone();
-        let Fetch {
-            query,
-            request_id,
-            span,
-            coding,
-            reply,
-        } = msg;
-        let miss = async move {
-            let outcome = core
-                .cache
-                .get_or_fetch(query.key.clone(), query.limit, coding, || {
-                    core.fetch_page(&slots, &query, &request_id)
-                })
-                .await;
-            if let Ok(served) = &outcome {
-                core.count_served(log_type, served);
-            }
-            let _ = reply.send(Reply {
-                rate,
-                outcome: outcome.map_err(ServeError::from),
-            });
-        };
-        actix::spawn(miss.instrument(span));
+    };
+    let log_type = msg.query.log_type().as_str();
+    if let Some(served) = core.cache.hit(&msg.query.key, msg.query.limit, msg.coding) {
+        core.count_served(log_type, &served);
+        let _ = msg.reply.send(Reply {
+            rate,
+            outcome: Ok(served),
+        });
+        return;
     }
+    // A miss: the query runs as its own task; the mailbox moves on at once.
+    let core = core.clone();
+    let slots = policy.slots.clone();
+    let Fetch {
+        query,
+        request_id,
+        span,
+        coding,
+        reply,
+    } = msg;
+    let miss = async move {
+        let outcome = core
+            .cache
+            .get_or_fetch(query.key.clone(), query.limit, coding, || {
+                core.fetch_page(&slots, &query, &request_id)
+            })
+            .await;
+        if let Ok(served) = &outcome {
+            core.count_served(log_type, served);
+        }
+        let _ = reply.send(Reply {
+            rate,
+            outcome: outcome.map_err(ServeError::from),
+        });
+    };
+    actix::spawn(miss.instrument(span));
 }

@@ -1,10 +1,12 @@
 //! `AppPolicy`: what every actor of one app shares: its rate limit (governor GCRA) and its
-//! query slots.
+//! query slots. With Redis the fleet decides the limit (`fleet::Fleet::take`) and the
+//! policy keeps the lease it was granted; the local GCRA then holds the process's share
+//! (`1/redis.fallback_fleet_size`), applied while Redis fails.
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock, Reference as _};
@@ -13,6 +15,12 @@ use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
 use tokio::sync::Semaphore;
+
+use crate::fleet::{FleetQuota, Grant};
+
+/// How long requests leased from the fleet may be spent: a process that stops using its lease
+/// lets at most this old a grant run ahead of the fleet's limit.
+const LEASE_LIFE: Duration = Duration::from_secs(1);
 
 /// The app's quota as the `X-RateLimit-*` headers show it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,31 +42,44 @@ pub struct RateLimited {
 
 type Limiter<C> = RateLimiter<NotKeyed, InMemoryState, C, StateInformationMiddleware>;
 
-/// One quota and the limiter that applies it.
+/// One quota and the limiter that applies it (to `1/share` of it: the process's share).
 struct Gcra<C: Clock> {
     limiter: Limiter<C>,
     quota: Quota,
     requests_per_second: u32,
-    burst: u32,
+    /// The app's whole quota (`quota` is the process's share of it).
+    fleet: FleetQuota,
 }
 
 impl<C: Clock> Gcra<C> {
-    fn new(rps: u32, burst: u32, clock: C) -> Self {
+    fn new(rps: u32, burst: u32, share: u32, clock: C) -> Self {
         let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_second(nonzero(rps)).allow_burst(nonzero(burst));
+        let (rps_here, burst_here) = (rps.div_ceil(share), burst.div_ceil(share));
+        let quota = Quota::per_second(nonzero(rps_here)).allow_burst(nonzero(burst_here));
         Self {
             limiter: RateLimiter::direct_with_clock(quota, clock)
                 .with_middleware::<StateInformationMiddleware>(),
             quota,
-            requests_per_second: rps,
-            burst,
+            requests_per_second: rps_here,
+            fleet: FleetQuota::new(rps, burst),
         }
     }
+}
+
+/// Requests the fleet admitted ahead for this process, and the quota as it then stood.
+#[derive(Debug, Default)]
+struct Lease {
+    left: u32,
+    until: Option<Instant>,
+    rate: Option<RateInfo>,
 }
 
 pub struct AppPolicy<C: Clock = DefaultClock> {
     /// Swapped whole when a reload changes the app's quota; kept (state and all) otherwise.
     gcra: ArcSwap<Gcra<C>>,
+    /// 1 without Redis; `redis.fallback_fleet_size` with it.
+    share: u32,
+    lease: Mutex<Lease>,
     clock: C,
     /// Counts refusals (`logproxy_rate_limited_total`).
     refused: IntCounter,
@@ -76,6 +97,20 @@ impl AppPolicy {
     pub fn new(rps: u32, burst: u32, slot_count: usize, refused: IntCounter) -> Self {
         Self::with_clock(rps, burst, slot_count, refused, DefaultClock::default())
     }
+
+    /// A policy whose local limiter applies `1/share` of the quota.
+    pub fn with_share(
+        rps: u32,
+        burst: u32,
+        share: u32,
+        slot_count: usize,
+        refused: IntCounter,
+    ) -> Self {
+        let mut policy = Self::new(rps, burst, slot_count, refused);
+        policy.share = share.max(1);
+        policy.set_gcra(Gcra::new(rps, burst, policy.share, policy.clock.clone()));
+        policy
+    }
 }
 
 impl<C: Clock + Clone> AppPolicy<C> {
@@ -86,10 +121,12 @@ impl<C: Clock + Clone> AppPolicy<C> {
         refused: IntCounter,
         clock: C,
     ) -> Self {
-        let gcra = Gcra::new(rps, burst, clock.clone());
+        let gcra = Gcra::new(rps, burst, 1, clock.clone());
         let full = u64::from(gcra.quota.burst_size().get()) << 32;
         Self {
             gcra: ArcSwap::from_pointee(gcra),
+            share: 1,
+            lease: Mutex::new(Lease::default()),
             epoch: clock.now(),
             clock,
             refused,
@@ -103,16 +140,73 @@ impl<C: Clock + Clone> AppPolicy<C> {
     /// one in force; the limiter and its state stay otherwise. Whether it changed.
     pub fn set_quota(&self, rps: u32, burst: u32) -> bool {
         let current = self.gcra.load();
-        if (current.requests_per_second, current.burst) == (rps, burst) {
+        if (current.fleet.requests_per_second, current.fleet.burst) == (rps, burst) {
             return false;
         }
-        let gcra = Gcra::new(rps, burst, self.clock.clone());
+        self.set_gcra(Gcra::new(rps, burst, self.share, self.clock.clone()));
+        true
+    }
+
+    fn set_gcra(&self, gcra: Gcra<C>) {
         self.last.store(
             u64::from(gcra.quota.burst_size().get()) << 32,
             Ordering::Relaxed,
         );
+        *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Lease::default();
         self.gcra.store(Arc::new(gcra));
-        true
+    }
+
+    /// The app's whole quota, for the fleet.
+    pub fn fleet_quota(&self) -> FleetQuota {
+        self.gcra.load().fleet
+    }
+
+    /// One request of what the fleet leased to this process, if any is left and not too old.
+    pub fn spend_lease(&self) -> Option<RateInfo> {
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        if lease.left == 0 || lease.until.is_none_or(|until| Instant::now() >= until) {
+            return None;
+        }
+        lease.left -= 1;
+        let rate = lease.rate?;
+        Some(RateInfo {
+            remaining: rate.remaining + lease.left,
+            ..rate
+        })
+    }
+
+    /// Applies the fleet's decision on one request: admitted (keeping the rest of the
+    /// grant as a lease) or refused.
+    pub fn settle(&self, grant: Grant) -> Result<RateInfo, (RateInfo, RateLimited)> {
+        let quota = self.fleet_quota();
+        let rate = RateInfo {
+            limit: quota.burst,
+            remaining: grant.remaining,
+            reset_seconds: grant.until_full_us.div_ceil(1_000_000),
+        };
+        if grant.admitted == 0 {
+            self.remember(0);
+            self.refused.inc();
+            let refusal = RateLimited {
+                limit: quota.requests_per_second,
+                burst: quota.burst,
+                retry_after: grant.retry_after_us.div_ceil(1_000_000).max(1),
+            };
+            return Err((rate, refusal));
+        }
+        let leased = grant.admitted - 1;
+        if leased > 0 {
+            *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Lease {
+                left: leased,
+                until: Some(Instant::now() + LEASE_LIFE),
+                rate: Some(rate),
+            };
+        }
+        self.remember(grant.remaining + leased);
+        Ok(RateInfo {
+            remaining: grant.remaining + leased,
+            ..rate
+        })
     }
 
     fn now_ms(&self) -> u32 {

@@ -213,9 +213,17 @@ impl Registry {
 impl Registry {
     fn new_policy(&self, app_id: &str) -> AppPolicy {
         let (rps, burst) = self.core.live.load().rate_limit.for_app(app_id);
-        AppPolicy::new(
+        let redis = &self.core.settings.redis;
+        AppPolicy::with_share(
             rps,
             burst,
+            // Without Redis the process is the fleet; with it, its share applies only while
+            // Redis fails.
+            if redis.enabled() {
+                redis.fallback_fleet_size
+            } else {
+                1
+            },
             self.core.settings.clickhouse.max_concurrent_queries_per_app,
             self.core.metrics.rate_limited.clone(),
         )
@@ -278,7 +286,7 @@ mod tests {
         settings.actors.mailbox_capacity = 3;
         // Nothing listens there: a miss fails fast, which is all this test needs.
         settings.clickhouse.url = "http://127.0.0.1:9".into();
-        let registry = Registry::new(Arc::new(Core::new(settings, Metrics::new())));
+        let registry = Registry::new(Arc::new(Core::new(settings, Metrics::new()).unwrap()));
         // The arbiter that will host the actor is busy, so its mailbox fills up.
         registry.arbiters[0].spawn_fn(|| std::thread::sleep(Duration::from_millis(300)));
 
