@@ -16,3 +16,4 @@ mod limits;
 mod logs_data;
 mod operations;
 mod replicas;
+mod shared;

@@ -77,3 +77,63 @@ pub fn rss_bytes(pid: u32) -> u64 {
         .unwrap();
     kib * 1024
 }
+
+/// A `redis-server` of the caller's own (Debian's package), on a loopback port with no
+/// persistence, stopped when dropped. `stop` and `start` again keep the port.
+pub struct RedisServer {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    pub fn started() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            child: None,
+        };
+        server.start();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn start(&mut self) {
+        assert!(self.child.is_none(), "redis-server already running");
+        let child = std::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .args(["--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (scripts/test.sh installs redis-server)");
+        self.child = Some(child);
+        wait_until_listening(self.port, "redis-server");
+    }
+
+    /// Sends `signal` (`STOP`: a Redis that takes connections and never answers; `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("redis-server running");
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Kills the server: its state is gone, as after a crash.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
