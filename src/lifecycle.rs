@@ -132,6 +132,7 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
     check(running.clickhouse != new.clickhouse, "clickhouse");
     check(running.actors != new.actors, "actors");
     check(running.logging != new.logging, "logging");
+    check(running.redis != new.redis, "redis");
     check(
         running.cache.max_bytes != new.cache.max_bytes,
         "cache.max_bytes",
