@@ -28,6 +28,7 @@
 #   CLICKHOUSE_HTTP_PORT    port of the first local ClickHouse (default 18123); the demo always
 #                           uses these local servers, whatever LOGPROXY__CLICKHOUSE__URL(S) say
 #   CARGO_TARGET_DIR        where cargo builds (default target/)
+#   DEMO_PREPARE_ONLY=1     steps 1-3 only, then exit (scripts/fleet.sh serves the data itself)
 #   LOGPROXY__CLICKHOUSE__DATABASE / __RUNTIME_TABLE / __REQUESTS_TABLE are honoured as usual.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -51,7 +52,7 @@ case "$HOST" in
     "" | 0.0.0.0) HOST=127.0.0.1 ;;
     "[::]")       HOST="[::1]" ;;
 esac
-if [[ "$PORT" != 0 ]] && port_in_use "$PORT" "${HOST//[\[\]]/}"; then
+if [[ "${DEMO_PREPARE_ONLY:-0}" != 1 && "$PORT" != 0 ]] && port_in_use "$PORT" "${HOST//[\[\]]/}"; then
     die "something already listens on $HOST:$PORT (a previous demo?); stop it or set LOGPROXY__SERVER__BIND"
 fi
 
@@ -132,6 +133,8 @@ if [[ -n "$reseed" ]]; then
 else
     log "keeping the demo data of the previous run ($age_min minutes old; DEMO_RESEED=1 to replace it)"
 fi
+
+[[ "${DEMO_PREPARE_ONLY:-0}" != 1 ]] || exit 0
 
 # -------------------------------------------------------------------- serve ---
 if (( REPLICAS == 1 )); then

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Runs a fleet on this machine over the demo data, in both modes of CONTRACT.md §7:
+#
+#   nginx 127.0.0.1:8080  affinity: deploy/nginx/logproxy.conf (hash $app_id consistent)
+#   nginx 127.0.0.1:8090  shared:   deploy/nginx/logproxy-shared.conf (round robin)
+#   logproxy 127.0.0.1:8081, :8082, :8083, sharing through
+#   redis-server 127.0.0.1:16379 (no persistence)
+#
+# The three proxies serve both fronts: behind 8080 each app reaches one process and Redis is
+# not needed; behind 8090 any process answers any app and Redis keeps the fleet's limits,
+# pages and single-flight. Ctrl-C stops nginx, the proxies and Redis (ClickHouse keeps
+# running, as with scripts/demo.sh).
+#
+# Steps: scripts/demo.sh's ClickHouse, build and seed (DEMO_PREPARE_ONLY=1); Debian's
+# redis-server and nginx-light if missing; Redis, the three proxies, nginx; two curl lines.
+#
+# Environment: FLEET_REDIS_PORT (16379), DEMO_REPLICAS, DEMO_RESEED, CARGO_TARGET_DIR as for
+# scripts/demo.sh. Data and logs go to a temporary folder, removed on exit.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+. scripts/lib.sh
+
+CONFIG=config/default.toml
+BIN="${CARGO_TARGET_DIR:-target}/release/logproxy"
+REDIS_PORT="${FLEET_REDIS_PORT:-16379}"
+PROXY_PORTS=(8081 8082 8083)
+FRONTS=(8080 8090)
+DEMO_KEY=lp_demo_key_1
+
+for port in "${PROXY_PORTS[@]}" "${FRONTS[@]}" "$REDIS_PORT"; do
+    ! port_in_use "$port" || die "something already listens on 127.0.0.1:$port (a previous fleet?); stop it first"
+done
+
+# ClickHouse, the release build and the demo data, exactly as scripts/demo.sh makes them.
+env -u LOGPROXY__SERVER__BIND DEMO_PREPARE_ONLY=1 scripts/demo.sh
+replicas="${DEMO_REPLICAS:-2}" urls=()
+for (( i = 0; i < replicas; i++ )); do
+    urls+=("http://127.0.0.1:$(( ${CLICKHOUSE_HTTP_PORT:-18123} + i ))")
+done
+
+ensure_packages redis-server nginx-light
+DIR="$(mktemp -d /tmp/logproxy-fleet.XXXXXX)"
+pids=()
+stop_all() {
+    trap - INT TERM EXIT
+    log "stopping nginx, the proxies and Redis"
+    local pid
+    for pid in "${pids[@]}"; do stop_pid "$pid"; done
+    rm -rf "$DIR"
+}
+trap stop_all EXIT
+trap 'exit 130' INT TERM
+
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
+    --daemonize no --dir "$DIR" --logfile "$DIR/redis.log" &
+pids+=("$!")
+
+unset LOGPROXY__CLICKHOUSE__URL LOGPROXY__CLICKHOUSE__URLS
+for port in "${PROXY_PORTS[@]}"; do
+    LOGPROXY__SERVER__BIND="127.0.0.1:$port" \
+    LOGPROXY__CLICKHOUSE__URLS="$(IFS=,; echo "${urls[*]}")" \
+    LOGPROXY__REDIS__URL="redis://127.0.0.1:$REDIS_PORT/0" \
+    LOGPROXY__REDIS__FALLBACK_FLEET_SIZE="${#PROXY_PORTS[@]}" \
+        "$BIN" serve --config "$CONFIG" 2>"$DIR/logproxy-$port.log" &
+    pids+=("$!")
+done
+for (( i = 0; i < ${#PROXY_PORTS[@]}; i++ )); do
+    wait_http "http://127.0.0.1:${PROXY_PORTS[i]}/readyz" 30 "${pids[i + 1]}" \
+        || die "logproxy on ${PROXY_PORTS[i]} did not become ready; see $DIR/logproxy-${PROXY_PORTS[i]}.log"
+done
+
+cp deploy/nginx/logproxy.conf deploy/nginx/logproxy-shared.conf "$DIR/"
+cat >"$DIR/nginx.conf" <<NGINX
+daemon off;
+worker_processes 1;
+pid $DIR/nginx.pid;
+error_log $DIR/nginx-error.log;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    include $DIR/logproxy.conf;
+    include $DIR/logproxy-shared.conf;
+}
+NGINX
+nginx -p "$DIR" -c "$DIR/nginx.conf" &
+pids+=("$!")
+for port in "${FRONTS[@]}"; do
+    wait_http "http://127.0.0.1:$port/healthz" 10 "${pids[-1]}" || die "nginx did not start; see $DIR/nginx-error.log"
+done
+
+cat <<INFO
+
+A fleet of three logproxy processes (${PROXY_PORTS[*]}) over ClickHouse ${urls[*]}, Redis on $REDIS_PORT.
+
+  affinity (each app on one process):
+  curl -si -H 'Authorization: Bearer $DEMO_KEY' 'http://127.0.0.1:8080/v1/apps/demo-app-1/logs?limit=5'
+
+  shared (round robin; Redis shares limits, pages, single-flight; repeat it: X-Cache HIT on every process):
+  curl -si -H 'Authorization: Bearer $DEMO_KEY' 'http://127.0.0.1:8090/v1/apps/demo-app-2/logs?limit=5'
+
+Each process's /metrics: http://127.0.0.1:8081/metrics (result="shared", logproxy_redis_up).
+Ctrl-C stops the fleet.
+
+INFO
+wait "${pids[@]}"
