@@ -869,8 +869,17 @@ async fn many_apps_pinned() {
     let _ = std::fs::remove_dir_all(nginx_dir);
 }
 
+#[path = "load/fleet.rs"]
+mod fleet;
+
 #[actix_web::main]
 async fn main() {
+    if std::env::args().any(|a| a == "shared") {
+        return fleet::shared_hot_hits().await;
+    }
+    if std::env::args().any(|a| a == "fleet") {
+        return fleet::fleet_of_three().await;
+    }
     if std::env::args().any(|a| a == "many-apps") {
         return many_apps_pinned().await;
     }

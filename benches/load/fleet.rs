@@ -1,0 +1,277 @@
+//! Scenarios i and j (issue 11): hot hits with and without Redis, and a fleet of three
+//! proxies behind nginx, counting ClickHouse queries per key per TTL.
+
+use std::process::Command;
+use std::time::Duration;
+
+use logproxy::clickhouse::ChClient;
+use logproxy::config::ClickHouseSettings;
+use logproxy_testkit::{count_queries, cpu_seconds, RedisServer};
+
+use super::*;
+
+/// A copy of `config` on database `database`, sharing through `redis` when given.
+fn fleet_config(
+    name: &str,
+    ch_url: &str,
+    ttl: u64,
+    database: &str,
+    redis: Option<&RedisServer>,
+) -> std::path::PathBuf {
+    let path = config_file(name, ch_url, ttl);
+    let mut text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(DATABASE, database);
+    if let Some(redis) = redis {
+        text.push_str(&format!(
+            "[redis]\nurl = \"{}\"\nfallback_fleet_size = 3\n",
+            redis.url()
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Migrates and seeds `database` (`apps` x `rows`) once through `config`.
+fn seed_database(config: &std::path::Path, apps: u32, rows: u32) {
+    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
+    let (apps, rows) = (apps.to_string(), rows.to_string());
+    run(Command::new(BIN)
+        .args(["seed", "--apps", &apps, "--rows-per-app", &rows, "--config"])
+        .arg(config));
+}
+
+fn redis_pid(redis: &RedisServer) -> u32 {
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = run(Command::new("pgrep").args(["-f", &format!("redis-server 127.0.0.1:{port}")]));
+    out.lines()
+        .next()
+        .expect("redis-server pid")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Redis commands served so far (`INFO stats`).
+fn redis_commands(redis: &RedisServer) -> u64 {
+    let port = redis
+        .url()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    let out = run(Command::new("redis-cli").args(["-p", &port, "info", "stats"]));
+    out.lines()
+        .find_map(|l| l.strip_prefix("total_commands_processed:"))
+        .expect("total_commands_processed")
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// Scenario i: one app's hot hits through one proxy, without Redis and with it (the app's
+/// limit then decided in Redis, by leases). Server CPU 0 (logproxy, and Redis with it),
+/// wrk -t1 on CPU 1; three alternating rounds.
+pub async fn shared_hot_hits() {
+    install_wrk_if_missing();
+    let ch_url = ensure_clickhouse();
+    let redis = RedisServer::started();
+    let local_config = fleet_config("local", &ch_url, 3600, "lp_bench_fleet", None);
+    seed_database(&local_config, 50, 2000);
+    let shared_config = fleet_config("shared", &ch_url, 3600, "lp_bench_fleet", Some(&redis));
+    let local = start_service(&local_config);
+    let shared = start_service(&shared_config);
+    let redis_pid = redis_pid(&redis);
+    for pid in [local.child.id(), shared.child.id(), redis_pid] {
+        pin(pid, "0");
+    }
+    let http = reqwest::Client::new();
+    let path = "/v1/apps/demo-app-1/logs?hours=24&limit=100";
+    let body = get_body(&http, &format!("{}{path}", local.base)).await;
+    get_body(&http, &format!("{}{path}", shared.base)).await;
+    let seconds = load_seconds();
+    println!(
+        "\ni. hot hits with and without Redis: one page of {} bytes, server (and Redis) on CPU 0, wrk -t1 -c{CONNECTIONS} on CPU 1, {seconds} s per run\n",
+        body.len()
+    );
+    let mut rates = [Vec::new(), Vec::new()];
+    for round in 1..=3 {
+        for (i, (name, service)) in [("process-local", &local), ("shared (Redis)", &shared)]
+            .iter()
+            .enumerate()
+        {
+            let pids = match i {
+                0 => vec![service.child.id()],
+                _ => vec![service.child.id(), redis_pid],
+            };
+            let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
+            let commands_before = redis_commands(&redis);
+            let url = format!("{}{path}", service.base);
+            let f = actix_web::rt::task::spawn_blocking(move || {
+                wrk_blocking(&url, CONNECTIONS, seconds, "", Some("1"))
+            })
+            .await
+            .unwrap();
+            let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+            let commands = redis_commands(&redis) - commands_before;
+            print_row(&format!("{name} #{round}"), &f);
+            println!(
+                "{:>34} server CPU {:.1} us/request, Redis commands {:.4}/request",
+                "",
+                cpu / f.requests.max(1) as f64 * 1e6,
+                commands as f64 / f.requests.max(1) as f64
+            );
+            rates[i].push(f.rps());
+        }
+    }
+    let (local_rps, shared_rps) = (median(rates[0].clone()), median(rates[1].clone()));
+    println!(
+        "\n  shared / process-local hit throughput {:.2}   (target >= 0.5; medians {shared_rps:.0} / {local_rps:.0} req/s)",
+        shared_rps / local_rps
+    );
+}
+
+/// nginx running the shipped fronts: affinity (`logproxy.conf`) over `affinity`, and round
+/// robin (`logproxy-shared.conf`) over `shared` and over `local`. Returns the three bases.
+fn start_fronts(
+    affinity: &[&Service],
+    shared: &[&Service],
+    local: &[&Service],
+) -> (Service, std::path::PathBuf, [String; 3]) {
+    let dir = std::env::temp_dir().join(format!("logproxy-bench-fleet-{}", free_port()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let shipped =
+        |file: &str| std::fs::read_to_string(format!("{ROOT}/deploy/nginx/{file}")).unwrap();
+    let fill = |mut conf: String, listen: &str, port: u16, upstreams: &[&Service]| {
+        for (i, s) in upstreams.iter().enumerate() {
+            conf = conf.replace(
+                &format!("127.0.0.1:{}", 8081 + i),
+                s.base.trim_start_matches("http://"),
+            );
+        }
+        conf.replace(
+            &format!("listen 127.0.0.1:{listen};"),
+            &format!("listen 127.0.0.1:{port};"),
+        )
+    };
+    let confs = [
+        fill(shipped("logproxy.conf"), "8080", ports[0], affinity),
+        fill(shipped("logproxy-shared.conf"), "8090", ports[1], shared),
+        fill(shipped("logproxy-shared.conf"), "8090", ports[2], local)
+            .replace("logproxy_shared", "logproxy_local"),
+    ];
+    for (i, conf) in confs.iter().enumerate() {
+        std::fs::write(dir.join(format!("front{i}.conf")), conf).unwrap();
+    }
+    let d = dir.display();
+    let main = format!(
+        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{ access_log off; include {d}/front0.conf; include {d}/front1.conf; include {d}/front2.conf; }}\n"
+    );
+    std::fs::write(dir.join("nginx.conf"), main).unwrap();
+    if Command::new("nginx").arg("-v").output().is_err() {
+        run(Command::new("apt-get").args(["install", "-y", "nginx-light"]));
+    }
+    let child = Command::new("nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    for port in ports {
+        logproxy_testkit::wait_until_listening(port, "nginx");
+    }
+    let bases = ports.map(|p| format!("http://127.0.0.1:{p}"));
+    let front = Service {
+        child,
+        base: bases[0].clone(),
+    };
+    (front, dir, bases)
+}
+
+/// wrk's request script for scenario j: 50 apps, the request id naming the run.
+fn fleet_lua(run_id: &str) -> &'static str {
+    let lua = format!(
+        r#"
+math.randomseed(7)
+wrk.headers["X-Request-Id"] = "{run_id}"
+request = function()
+  return wrk.format("GET", string.format("/v1/apps/demo-app-%d/logs?hours=24&limit=100", math.random(1, 50)))
+end
+"#
+    );
+    Box::leak(lua.into_boxed_str())
+}
+
+/// Scenario j: a fleet of three proxies behind nginx, 50 keys, TTL 2 s: ClickHouse
+/// queries per key per TTL through the affinity front, the round-robin front with Redis,
+/// and the round-robin front without it.
+pub async fn fleet_of_three() {
+    const TTL: u64 = 2;
+    const KEYS: u64 = 50;
+    install_wrk_if_missing();
+    let ch_url = ensure_clickhouse();
+    let redis = RedisServer::started();
+    let database = "lp_bench_fleet";
+    let seed_config = fleet_config("fleet-seed", &ch_url, TTL, database, None);
+    seed_database(&seed_config, 50, 2000);
+    let start = |name: &str, redis: Option<&RedisServer>| {
+        start_service(&fleet_config(name, &ch_url, TTL, database, redis))
+    };
+    let shared: Vec<Service> = (0..3)
+        .map(|i| start(&format!("fleet-shared-{i}"), Some(&redis)))
+        .collect();
+    let local: Vec<Service> = (0..3)
+        .map(|i| start(&format!("fleet-local-{i}"), None))
+        .collect();
+    let (front, dir, bases) = start_fronts(&refs(&local), &refs(&shared), &refs(&local));
+    let ch = ChClient::new(&ClickHouseSettings {
+        url: ch_url.clone(),
+        database: database.into(),
+        ..ClickHouseSettings::default()
+    });
+    let seconds = load_seconds();
+    println!(
+        "\nj. a fleet of three proxies behind nginx: {KEYS} keys, TTL {TTL} s, wrk -t2 -c{CONNECTIONS}, {seconds} s per front\n"
+    );
+    let fronts = [
+        ("affinity (hash by app, no Redis)", &bases[0]),
+        ("round robin, shared (Redis)", &bases[1]),
+        ("round robin, no Redis", &bases[2]),
+    ];
+    for (name, base) in fronts {
+        // Let every page of the last run expire first.
+        actix_web::rt::time::sleep(Duration::from_secs(TTL + 1)).await;
+        let run_id = format!("fleet{}", &uuid::Uuid::new_v4().simple().to_string()[..10]);
+        let f = wrk(base, CONNECTIONS, seconds, fleet_lua(&run_id)).await;
+        print_row(name, &f);
+        let queries = count_queries(ch.raw(), &run_id).await;
+        let windows = (f.seconds / TTL as f64).ceil();
+        println!(
+            "{:>34} {queries} ClickHouse queries: {:.2} per key per TTL ({windows} TTLs of {TTL} s; 1 is ideal)",
+            "",
+            queries as f64 / KEYS as f64 / windows
+        );
+    }
+    drop(front);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn refs(services: &[Service]) -> Vec<&Service> {
+    services.iter().collect()
+}
