@@ -195,18 +195,19 @@ impl<C: Clock + Clone> AppPolicy<C> {
             return Err((rate, refusal));
         }
         let leased = grant.admitted - 1;
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
         if leased > 0 {
-            *self.lease.lock().unwrap_or_else(|e| e.into_inner()) = Lease {
-                left: leased,
-                until: Some(Instant::now() + LEASE_LIFE),
-                rate: Some(rate),
-            };
+            // Added, not replaced: requests that asked at the same moment each bring a
+            // grant, and none of what the fleet granted is lost.
+            let live = lease.until.is_some_and(|until| Instant::now() < until);
+            lease.left = if live { lease.left + leased } else { leased };
+            lease.until = Some(Instant::now() + LEASE_LIFE);
+            lease.rate = Some(rate);
         }
-        self.remember(grant.remaining + leased);
-        Ok(RateInfo {
-            remaining: grant.remaining + leased,
-            ..rate
-        })
+        let remaining = grant.remaining + lease.left;
+        drop(lease);
+        self.remember(remaining);
+        Ok(RateInfo { remaining, ..rate })
     }
 
     fn now_ms(&self) -> u32 {
@@ -348,6 +349,47 @@ mod tests {
         assert!(p.set_quota(100, 50));
         assert_eq!(p.peek().limit, 50);
         assert_eq!(p.admit().unwrap().remaining, 49, "a new quota starts full");
+    }
+
+    fn grant(admitted: u32, remaining: u32) -> Grant {
+        Grant {
+            admitted,
+            remaining,
+            until_full_us: 1_500_000,
+            retry_after_us: if admitted == 0 { 200_000 } else { 0 },
+        }
+    }
+
+    #[test]
+    fn a_fleet_grant_admits_one_request_and_leases_the_rest_adding_up_concurrent_grants() {
+        let (p, _) = policy(1000, 100);
+        assert_eq!(p.fleet_quota().lease, 10);
+        assert!(p.spend_lease().is_none(), "nothing leased yet");
+        let rate = p.settle(grant(10, 50)).unwrap();
+        assert_eq!(
+            (rate.limit, rate.remaining, rate.reset_seconds),
+            (100, 59, 2)
+        );
+        p.settle(grant(10, 40)).unwrap();
+        let leased = (0..18).filter(|_| p.spend_lease().is_some()).count();
+        assert_eq!(leased, 18, "9 + 9 leased");
+        assert!(p.spend_lease().is_none());
+
+        let (rate, refusal) = p.settle(grant(0, 0)).unwrap_err();
+        assert_eq!(
+            (rate.remaining, refusal.retry_after, refusal.limit),
+            (0, 1, 1000)
+        );
+        assert_eq!(p.refused.get(), 1);
+    }
+
+    #[test]
+    fn with_a_share_the_local_limiter_applies_a_part_of_the_quota() {
+        let refused = IntCounter::new("refused", "test").unwrap();
+        let p = AppPolicy::with_share(20, 10, 3, 1, refused);
+        assert_eq!(p.fleet_quota(), FleetQuota::new(20, 10));
+        let admitted = (0..20).filter(|_| p.admit().is_ok()).count();
+        assert_eq!(admitted, 4, "a burst of 10 / 3, rounded up");
     }
 
     #[test]
