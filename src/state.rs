@@ -141,9 +141,10 @@ impl Core {
         let _slots = waited.map_err(|_| FetchError::Overloaded)?;
 
         let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
-        // Unique on the server even when a client reuses its request id.
+        // Unique on the server even when a client reuses its request id, on one process or
+        // on several of a fleet (ClickHouse refuses a second running query with one id).
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
-        let query_id = format!("{request_id}.{n}");
+        let query_id = format!("{request_id}.{:08x}.{n}", self.id_prefix >> 32);
         let started = Instant::now();
         // A retry or hedge takes a slot of the app and of the process too, if both are free.
         let extra_slot = || {

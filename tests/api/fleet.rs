@@ -131,3 +131,18 @@ async fn behind_nginx_affinity_each_app_is_queried_once_and_a_dead_proxy_fails_n
         "{statuses:?}"
     );
 }
+
+#[actix_web::test]
+async fn two_proxies_given_one_request_id_run_their_queries_side_by_side() {
+    let app_id = unique_app("same-id");
+    let settings = slow_settings(&[runtime_row(&app_id, now_ms(), "info", "m")]).await;
+    let (a, b) = (start_app(settings.clone()).await, start_app(settings).await);
+    // ClickHouse refuses a second running query with the same id: the ids must differ.
+    let id = unique_prefix("same-id");
+    let (ra, rb) = futures_util::join!(
+        a.get_with_id(&app_id, "", &id),
+        b.get_with_id(&app_id, "", &id)
+    );
+    assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
+    assert_eq!(logproxy_testkit::count_queries(a.ch.raw(), &id).await, 2);
+}
