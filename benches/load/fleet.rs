@@ -41,36 +41,9 @@ fn seed_database(config: &std::path::Path, apps: u32, rows: u32) {
         .arg(config));
 }
 
-fn redis_pid(redis: &RedisServer) -> u32 {
-    let port = redis
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let out = run(Command::new("pgrep").args(["-f", &format!("redis-server 127.0.0.1:{port}")]));
-    out.lines()
-        .next()
-        .expect("redis-server pid")
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 /// Redis commands served so far (`INFO stats`).
 fn redis_commands(redis: &RedisServer) -> u64 {
-    let port = redis
-        .url()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let port = redis.port().to_string();
     let out = run(Command::new("redis-cli").args(["-p", &port, "info", "stats"]));
     out.lines()
         .find_map(|l| l.strip_prefix("total_commands_processed:"))
@@ -92,7 +65,7 @@ pub async fn shared_hot_hits() {
     let shared_config = fleet_config("shared", &ch_url, 3600, "lp_bench_fleet", Some(&redis));
     let local = start_service(&local_config);
     let shared = start_service(&shared_config);
-    let redis_pid = redis_pid(&redis);
+    let redis_pid = redis.pid();
     for pid in [local.child.id(), shared.child.id(), redis_pid] {
         pin(pid, "0");
     }

@@ -56,8 +56,16 @@ async fn drive(
     (statuses, last - started)
 }
 
-fn count(statuses: &[StatusCode], status: StatusCode) -> usize {
-    statuses.iter().filter(|s| **s == status).count()
+/// The requests admitted (200), once every answer is checked to be 200 or 429.
+fn admitted(statuses: &[StatusCode]) -> usize {
+    let count = |status| statuses.iter().filter(|s| **s == status).count();
+    let admitted = count(StatusCode::OK);
+    assert_eq!(
+        admitted + count(StatusCode::TOO_MANY_REQUESTS),
+        statuses.len(),
+        "only 200 and 429: {statuses:?}"
+    );
+    admitted
 }
 
 /// Checks `admitted` against `burst + rps * t`, within 5%.
@@ -89,12 +97,7 @@ async fn two_proxies_taking_turns_admit_the_apps_quota_once_for_the_fleet() {
         Duration::from_secs(5),
     )
     .await;
-    let admitted = count(&statuses, StatusCode::OK);
-    assert_eq!(
-        admitted + count(&statuses, StatusCode::TOO_MANY_REQUESTS),
-        statuses.len(),
-        "only 200 and 429: {statuses:?}"
-    );
+    let admitted = admitted(&statuses);
     // Each proxy alone would admit burst + rps * t: twice this.
     assert_within_5_percent(admitted, 10, 20, t, "the fleet");
     let refused: f64 = join_all(proxies.iter().map(|p| p.metrics()))
@@ -194,12 +197,7 @@ async fn without_redis_each_proxy_admits_its_share_and_sharing_resumes_when_redi
     // Every request is answered; each proxy applies half the quota (10 rps, burst 5) alone.
     let app_id = unique_app("alone");
     let (statuses, t) = drive(&[a], &app_id, 60, Duration::from_secs(3)).await;
-    let admitted = count(&statuses, StatusCode::OK);
-    assert_eq!(
-        admitted + count(&statuses, StatusCode::TOO_MANY_REQUESTS),
-        statuses.len(),
-        "only 200 and 429: {statuses:?}"
-    );
+    let admitted = admitted(&statuses);
     assert_within_5_percent(admitted, 5, 10, t, "one proxy without Redis");
     let miss = b.get(&unique_app("alone-miss"), "").await;
     assert_eq!(miss.status(), StatusCode::OK, "B queries by itself");

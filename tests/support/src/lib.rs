@@ -99,6 +99,15 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}/0", self.port)
     }
 
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The server's process id, while it runs.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("redis-server running").id()
+    }
+
     pub fn start(&mut self) {
         assert!(self.child.is_none(), "redis-server already running");
         let child = std::process::Command::new("redis-server")
@@ -114,10 +123,9 @@ impl RedisServer {
 
     /// Sends `signal` (`STOP`: a Redis that takes connections and never answers; `CONT`).
     pub fn signal(&self, signal: &str) {
-        let child = self.child.as_ref().expect("redis-server running");
         let status = std::process::Command::new("kill")
             .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
+            .arg(self.pid().to_string())
             .status()
             .expect("run kill");
         assert!(status.success(), "kill -{signal}");
