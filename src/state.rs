@@ -151,10 +151,7 @@ impl Core {
 
     /// Counts an answer in the cache metrics, and the compression it did, if any.
     pub fn count_served(&self, log_type: &str, served: &crate::cache::Served) {
-        self.metrics
-            .cache_requests
-            .with_label_values(&[log_type, served.result.label()])
-            .inc();
+        self.metrics.count_cache(log_type, served.result);
         if let (true, Some(coding)) = (served.compressed, served.coding) {
             self.metrics
                 .compressions

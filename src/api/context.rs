@@ -71,16 +71,11 @@ where
         let route = res.request().match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
         let status = res.status();
-        let metrics = &state.core.metrics;
-        metrics
-            .http_requests
-            .with_label_values(&[route, status.as_str()])
-            .inc();
         let elapsed = started.elapsed();
-        metrics
-            .http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
+        state
+            .core
+            .metrics
+            .observe_http(route, status, elapsed.as_secs_f64());
         if let Ok(value) = HeaderValue::from_str(&id) {
             res.headers_mut().insert(X_REQUEST_ID, value);
         }
