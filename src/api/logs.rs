@@ -33,7 +33,10 @@ pub async fn get_logs(
         .map(HeaderValue::as_bytes);
     let live = state.core.live.load();
     if let Some(tenant) = live.auth.authorize(authorization, app_id)? {
-        req.extensions_mut().insert(Tenant(tenant));
+        // Only the access log reads it.
+        if state.core.settings.logging.access {
+            req.extensions_mut().insert(Tenant(tenant));
+        }
     }
     // From here on the caller may see the app's quota, on refusals too.
     let refused = |error: ApiError| {
@@ -49,7 +52,7 @@ pub async fn get_logs(
     let request_id = req
         .extensions()
         .get::<RequestId>()
-        .map_or_else(|| state.core.next_request_id(), |id| id.0.to_string());
+        .map_or_else(|| state.core.next_request_id(), |id| id.as_str().to_owned());
     let (reply, answer) = oneshot::channel();
     let fetch = Fetch {
         query,
