@@ -87,7 +87,8 @@ pub struct Served {
 }
 
 pub struct PageCache {
-    pages: Cache<QueryKey, Arc<Page>>,
+    /// Hashed with foldhash rather than SipHash: every hit hashes its key here.
+    pages: Cache<QueryKey, Arc<Page>, foldhash::fast::RandomState>,
     /// Queries under way; a second request for the same key and limit waits on the first.
     inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
     times: Arc<Times>,
@@ -158,7 +159,7 @@ impl PageCache {
             .max_capacity(settings.max_bytes)
             .weigher(|_, page: &Arc<Page>| page.weight().try_into().unwrap_or(u32::MAX))
             .expire_after(ExpireWith(times.clone()))
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         let inflight = moka::future::Cache::builder()
             .time_to_live(Duration::from_secs(1))
             .build();

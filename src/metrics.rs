@@ -1,11 +1,16 @@
 //! One owned Prometheus registry and the handles the service records into.
 
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
 use crate::cache::CacheResult;
 use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
 use crate::encoding::Coding;
 use crate::fleet::{FleetMetrics, Op};
+use actix_web::http::StatusCode;
 use prometheus::core::Collector;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -18,9 +23,33 @@ const BUCKETS: &[f64] = &[
     5.0, 10.0,
 ];
 
+/// Tells apart the `Metrics` of one process (tests build many), for the per-thread handles.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// At most this many (route, status) handles are kept per thread; past it they start over.
+const HTTP_HANDLES_PER_THREAD: usize = 64;
+
+thread_local! {
+    /// The `http_*` children this thread has used, so a request finds its series without
+    /// hashing label values or taking the vec's lock.
+    static HTTP_HANDLES: RefCell<Vec<HttpHandles>> = const { RefCell::new(Vec::new()) };
+}
+
+struct HttpHandles {
+    metrics: u64,
+    route: Box<str>,
+    status: u16,
+    requests: IntCounter,
+    duration: Histogram,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
+    /// Shared by the clones of one `Metrics::new` (they share their series too).
+    id: u64,
     registry: Registry,
+    /// `cache_requests` by `LogType::ALL` index and `CacheResult::LABELS` index, ready.
+    cache_counts: Arc<[[IntCounter; CacheResult::LABELS.len()]; LogType::ALL.len()]>,
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
     pub cache_requests: IntCounterVec,
@@ -97,7 +126,19 @@ impl Metrics {
         registry
             .register(Box::new(rate_limited.clone()))
             .expect("unique metric");
+        let cache_requests = counter(
+            "logproxy_cache_requests_total",
+            "Log requests by cache result: hit, miss, stale, coalesced, shared (a page from the fleet).",
+            &["log_type", "result"],
+        );
+        // Every bounded label value exists from the start, so dashboards see zeros.
+        let cache_counts = Arc::new(LogType::ALL.map(|log_type| {
+            CacheResult::LABELS
+                .map(|result| cache_requests.with_label_values(&[log_type.as_str(), result]))
+        }));
         let metrics = Self {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            cache_counts,
             http_requests: counter(
                 "logproxy_http_requests_total",
                 "HTTP requests by route pattern and status.",
@@ -108,11 +149,7 @@ impl Metrics {
                 "Time from request to response, by route pattern.",
                 &["route"],
             ),
-            cache_requests: counter(
-                "logproxy_cache_requests_total",
-                "Log requests by cache result: hit, miss, stale, coalesced, shared (a page from the fleet).",
-                &["log_type", "result"],
-            ),
+            cache_requests,
             cache_entries: gauge("logproxy_cache_entries", "Pages held by the cache."),
             cache_bytes: gauge("logproxy_cache_bytes", "Bytes held by the cache."),
             query_duration: histogram(
@@ -221,11 +258,6 @@ impl Metrics {
             metrics.clickhouse_errors.with_label_values(&[kind]);
         }
         for log_type in LogType::ALL {
-            for result in CacheResult::LABELS {
-                metrics
-                    .cache_requests
-                    .with_label_values(&[log_type.as_str(), result]);
-            }
             for outcome in std::iter::once("ok").chain(QueryError::KINDS) {
                 metrics
                     .query_duration
@@ -233,6 +265,47 @@ impl Metrics {
             }
         }
         metrics
+    }
+
+    /// Counts one answer of `log_type` (a `LogType::as_str`) in
+    /// `logproxy_cache_requests_total`.
+    pub fn count_cache(&self, log_type: &str, result: CacheResult) {
+        match LogType::ALL.iter().position(|t| t.as_str() == log_type) {
+            Some(index) => self.cache_counts[index][result as usize].inc(),
+            None => self
+                .cache_requests
+                .with_label_values(&[log_type, result.label()])
+                .inc(),
+        }
+    }
+
+    /// Counts one HTTP answer in `logproxy_http_requests_total` and its time in
+    /// `logproxy_http_request_duration_seconds`.
+    pub fn observe_http(&self, route: &str, status: StatusCode, seconds: f64) {
+        let status_code = status.as_u16();
+        HTTP_HANDLES.with_borrow_mut(|handles| {
+            let found = handles.iter().position(|h| {
+                h.metrics == self.id && h.status == status_code && *h.route == *route
+            });
+            let index = found.unwrap_or_else(|| {
+                if handles.len() >= HTTP_HANDLES_PER_THREAD {
+                    handles.clear();
+                }
+                handles.push(HttpHandles {
+                    metrics: self.id,
+                    route: route.into(),
+                    status: status_code,
+                    requests: self
+                        .http_requests
+                        .with_label_values(&[route, status.as_str()]),
+                    duration: self.http_duration.with_label_values(&[route]),
+                });
+                handles.len() - 1
+            });
+            let handles = &handles[index];
+            handles.requests.inc();
+            handles.duration.observe(seconds);
+        });
     }
 
     pub fn count_overload(&self, reason: Overload) {
@@ -274,5 +347,47 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(metrics: &Metrics, name: &str) -> Option<f64> {
+        let text = metrics.render();
+        let line = text.lines().find(|l| l.starts_with(name))?;
+        line[name.len()..].trim().parse().ok()
+    }
+
+    #[test]
+    fn per_thread_handles_count_into_their_own_registry_exactly() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        let route = "/v1/apps/{app_id}/logs";
+        for _ in 0..3 {
+            a.observe_http(route, StatusCode::OK, 0.001);
+        }
+        a.observe_http(route, StatusCode::NOT_FOUND, 0.001);
+        b.observe_http(route, StatusCode::OK, 0.001);
+        a.clone()
+            .observe_http("unmatched", StatusCode::NOT_FOUND, 0.001);
+        let ok = r#"logproxy_http_requests_total{route="/v1/apps/{app_id}/logs",status="200"}"#;
+        assert_eq!(series(&a, ok), Some(3.0));
+        assert_eq!(series(&b, ok), Some(1.0));
+        let count =
+            r#"logproxy_http_request_duration_seconds_count{route="/v1/apps/{app_id}/logs"}"#;
+        assert_eq!(series(&a, count), Some(4.0));
+        let unmatched = r#"logproxy_http_requests_total{route="unmatched",status="404"}"#;
+        assert_eq!(series(&a, unmatched), Some(1.0));
+
+        a.count_cache("runtime", CacheResult::Hit);
+        a.count_cache("requests", CacheResult::Coalesced);
+        let hit = r#"logproxy_cache_requests_total{log_type="runtime",result="hit"}"#;
+        let coalesced = r#"logproxy_cache_requests_total{log_type="requests",result="coalesced"}"#;
+        assert_eq!(
+            (series(&a, hit), series(&a, coalesced)),
+            (Some(1.0), Some(1.0))
+        );
+        assert_eq!(series(&b, hit), Some(0.0), "zero from the start");
     }
 }

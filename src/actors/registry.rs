@@ -37,6 +37,15 @@ pub enum SendFailure {
     Closed,
 }
 
+/// What `Registry::try_send` did with a message.
+enum Sent {
+    Queued,
+    /// `actors.mailbox_capacity` messages are already waiting.
+    Full,
+    /// The actor closed: the message back, and the entry's generation.
+    Closed(Fetch, u64),
+}
+
 /// A live actor: its address and the count of messages sent but not yet handled.
 struct Entry {
     generation: u64,
@@ -50,13 +59,17 @@ struct App {
     actors: usize,
 }
 
+/// The maps' hasher: foldhash, seeded per map, instead of SipHash; every request hashes
+/// its app id here.
+type Hasher = foldhash::fast::RandomState;
+
 /// The registry's maps. Only the registry's own code edits them: directly, or through the
 /// `OnStop` callback it hands each actor it starts.
 #[derive(Default)]
 struct Maps {
     /// The live actors, sharded so lookups of different apps do not contend.
-    actors: DashMap<(usize, Arc<str>), Arc<Entry>>,
-    apps: DashMap<Arc<str>, App>,
+    actors: DashMap<(usize, Arc<str>), Arc<Entry>, Hasher>,
+    apps: DashMap<Arc<str>, App, Hasher>,
 }
 
 impl Maps {
@@ -123,17 +136,23 @@ impl Registry {
         let mut msg = msg;
         // A second try covers an actor that stopped between lookup and send.
         for _ in 0..2 {
-            let entry = self.actor(&key);
-            if entry.queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
-                entry.queued.fetch_sub(1, Ordering::AcqRel);
-                return Err(SendFailure::MailboxFull);
-            }
-            // The count above is the bound; actix's own queue is unbounded and never parks.
-            match entry.addr.try_send(msg) {
-                Ok(()) => return Ok(()),
-                Err(SendError::Full(back) | SendError::Closed(back)) => {
-                    entry.queued.fetch_sub(1, Ordering::AcqRel);
-                    let generation = entry.generation;
+            // Sent under the map's guard (no clone of the entry); the guard is gone before
+            // a closed actor's entry is removed below.
+            let sent = match self.maps.actors.get(&key) {
+                Some(entry) => self.try_send(&entry, msg),
+                None => {
+                    let entry = self
+                        .maps
+                        .actors
+                        .entry(key.clone())
+                        .or_insert_with(|| self.start(key.clone()));
+                    self.try_send(&entry, msg)
+                }
+            };
+            match sent {
+                Sent::Queued => return Ok(()),
+                Sent::Full => return Err(SendFailure::MailboxFull),
+                Sent::Closed(back, generation) => {
                     self.maps
                         .actors
                         .remove_if(&key, |_, e| e.generation == generation);
@@ -142,6 +161,22 @@ impl Registry {
             }
         }
         Err(SendFailure::Closed)
+    }
+
+    /// Queues `msg` for `entry`'s actor, within the mailbox bound.
+    fn try_send(&self, entry: &Entry, msg: Fetch) -> Sent {
+        if entry.queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
+            entry.queued.fetch_sub(1, Ordering::AcqRel);
+            return Sent::Full;
+        }
+        // The count above is the bound; actix's own queue is unbounded and never parks.
+        match entry.addr.try_send(msg) {
+            Ok(()) => Sent::Queued,
+            Err(SendError::Full(back) | SendError::Closed(back)) => {
+                entry.queued.fetch_sub(1, Ordering::AcqRel);
+                Sent::Closed(back, entry.generation)
+            }
+        }
     }
 
     /// The app's quota as it stands, without counting a request.
@@ -158,17 +193,6 @@ impl Registry {
                 }
             }
         }
-    }
-
-    fn actor(&self, key: &(usize, Arc<str>)) -> Arc<Entry> {
-        if let Some(entry) = self.maps.actors.get(key) {
-            return entry.clone();
-        }
-        self.maps
-            .actors
-            .entry(key.clone())
-            .or_insert_with(|| self.start(key.clone()))
-            .clone()
     }
 
     fn start(&self, key: (usize, Arc<str>)) -> Arc<Entry> {

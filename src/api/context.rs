@@ -18,9 +18,16 @@ use super::{cors, AppState};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// The request's id, in the request's extensions.
+/// The request's id, in the request's extensions: ready to send as `X-Request-Id`
+/// (1 to 64 of `[A-Za-z0-9._-]`, so always a readable string).
 #[derive(Clone)]
-pub struct RequestId(pub Arc<str>);
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 /// The caller's tenant, in the request's extensions once auth passed (for the access log).
 #[derive(Clone)]
@@ -40,12 +47,14 @@ where
         .app_data::<web::Data<AppState>>()
         .expect("AppState is registered")
         .clone();
-    let id: Arc<str> = client_request_id(&req)
-        .map(Into::into)
-        .unwrap_or_else(|| state.core.next_request_id().into());
+    // The client's own header value is kept as it is; a new id is made into one once.
+    let id = RequestId(client_request_id(&req).cloned().unwrap_or_else(|| {
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(state.core.next_request_id()))
+            .expect("a new request id is hex digits and a dash")
+    }));
     let span = tracing::info_span!(
         "request",
-        request_id = %id,
+        request_id = %id.as_str(),
         app_id = app_id_of(req.path()).unwrap_or(""),
     );
     let access = state.core.settings.logging.access;
@@ -53,12 +62,15 @@ where
         true => (req.method().to_string(), req.path().to_owned()),
         false => (String::new(), String::new()),
     };
-    req.extensions_mut().insert(RequestId(id.clone()));
+    req.extensions_mut().insert(id.clone());
     let in_flight = InFlight::new(&state);
+    // CORS concerns only requests with an `Origin`; the others never load the live config.
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let live = state.core.live.load_full();
+    let live = origin.as_ref().map(|_| state.core.live.load_full());
     // A preflight from an allowed origin is answered here, before auth and routing.
-    let preflight = cors::preflight(&live.cors, req.method(), req.headers());
+    let preflight = live
+        .as_ref()
+        .and_then(|live| cors::preflight(&live.cors, req.method(), req.headers()));
     let call = match preflight {
         Some(answer) => Either::Left(std::future::ready(Ok(req.into_response(answer)))),
         None => Either::Right(span.in_scope(|| srv.call(req))),
@@ -67,23 +79,18 @@ where
         let res = call.await;
         drop(in_flight);
         let mut res = res?;
-        cors::decorate(&live.cors, origin.as_ref(), res.headers_mut());
+        if let Some(live) = &live {
+            cors::decorate(&live.cors, origin.as_ref(), res.headers_mut());
+        }
         let route = res.request().match_pattern();
         let route = route.as_deref().unwrap_or("unmatched");
         let status = res.status();
-        let metrics = &state.core.metrics;
-        metrics
-            .http_requests
-            .with_label_values(&[route, status.as_str()])
-            .inc();
         let elapsed = started.elapsed();
-        metrics
-            .http_duration
-            .with_label_values(&[route])
-            .observe(elapsed.as_secs_f64());
-        if let Ok(value) = HeaderValue::from_str(&id) {
-            res.headers_mut().insert(X_REQUEST_ID, value);
-        }
+        state
+            .core
+            .metrics
+            .observe_http(route, status, elapsed.as_secs_f64());
+        res.headers_mut().insert(X_REQUEST_ID, id.0);
         if access {
             let tenant = res.request().extensions().get::<Tenant>().cloned();
             let cache = res.headers().get("x-cache").and_then(|v| v.to_str().ok());
@@ -120,16 +127,14 @@ impl Drop for InFlight {
 }
 
 /// The client's `X-Request-Id` when it is 1 to 64 of `[A-Za-z0-9._-]`.
-fn client_request_id(req: &ServiceRequest) -> Option<&str> {
-    req.headers()
-        .get(X_REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            !v.is_empty()
-                && v.len() <= 64
-                && v.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        })
+fn client_request_id(req: &ServiceRequest) -> Option<&HeaderValue> {
+    req.headers().get(X_REQUEST_ID).filter(|v| {
+        let v = v.as_bytes();
+        !v.is_empty()
+            && v.len() <= 64
+            && v.iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    })
 }
 
 /// The `{app_id}` of `/v1/apps/{app_id}/logs`, for the span (before routing runs).

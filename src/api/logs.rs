@@ -1,5 +1,6 @@
 //! `GET /v1/apps/{app_id}/logs`: check, then hand the request to the app's actor.
 
+use actix_web::body::BoxBody;
 use actix_web::http::header::{self, HeaderValue, IfNoneMatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError as _};
@@ -32,7 +33,10 @@ pub async fn get_logs(
         .map(HeaderValue::as_bytes);
     let live = state.core.live.load();
     if let Some(tenant) = live.auth.authorize(authorization, app_id)? {
-        req.extensions_mut().insert(Tenant(tenant));
+        // Only the access log reads it.
+        if state.core.settings.logging.access {
+            req.extensions_mut().insert(Tenant(tenant));
+        }
     }
     // From here on the caller may see the app's quota, on refusals too.
     let refused = |error: ApiError| {
@@ -48,7 +52,7 @@ pub async fn get_logs(
     let request_id = req
         .extensions()
         .get::<RequestId>()
-        .map_or_else(|| state.core.next_request_id(), |id| id.0.to_string());
+        .map_or_else(|| state.core.next_request_id(), |id| id.as_str().to_owned());
     let (reply, answer) = oneshot::channel();
     let fetch = Fetch {
         query,
@@ -96,42 +100,76 @@ fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
             None => false,
         }
     };
-    let mut builder = HttpResponse::build(if not_modified {
+    let mut response = HttpResponse::new(if not_modified {
         StatusCode::NOT_MODIFIED
     } else {
         StatusCode::OK
     });
+    // Every value below is static or already made: building the headers copies nothing.
+    let headers = response.headers_mut();
     // Every answer here could have been another representation of the same resource.
-    builder.insert_header((header::VARY, "Accept-Encoding"));
+    headers.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
     if let Some(coding) = served.coding {
-        builder.insert_header((header::CONTENT_ENCODING, coding.name()));
+        headers.insert(
+            header::CONTENT_ENCODING,
+            HeaderValue::from_static(coding.name()),
+        );
     }
-    builder
-        .insert_header((header::ETAG, served.view.etag))
-        .insert_header((
-            header::CACHE_CONTROL,
-            format!("private, max-age={}", served.max_age),
-        ))
-        .insert_header(("x-cache", served.result.header()));
+    headers.insert(header::ETAG, served.view.etag);
+    headers.insert(header::CACHE_CONTROL, cache_control(served.max_age));
+    headers.insert(X_CACHE, HeaderValue::from_static(served.result.header()));
     if not_modified {
-        builder.finish()
+        response
     } else {
-        builder
-            .content_type("application/json")
-            .body(served.view.body)
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response.set_body(BoxBody::new(served.view.body))
     }
 }
 
+const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
+
+/// `private, max-age={max_age}`, written without the formatting machinery.
+fn cache_control(max_age: u64) -> HeaderValue {
+    const PREFIX: &[u8] = b"private, max-age=";
+    let mut out = [0u8; PREFIX.len() + 20];
+    out[..PREFIX.len()].copy_from_slice(PREFIX);
+    let len = PREFIX.len() + write_decimal(&mut out[PREFIX.len()..], max_age);
+    HeaderValue::from_bytes(&out[..len]).expect("ASCII digits")
+}
+
+/// Writes `n` in decimal at the start of `out` (20 bytes hold any u64); its length.
+fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let len = digits.len() - i;
+    out[..len].copy_from_slice(&digits[i..]);
+    len
+}
+
 fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
-    for (name, value) in [
-        ("x-ratelimit-limit", u64::from(rate.limit)),
-        ("x-ratelimit-remaining", u64::from(rate.remaining)),
-        ("x-ratelimit-reset", rate.reset_seconds),
-    ] {
-        headers.insert(
-            header::HeaderName::from_static(name),
-            HeaderValue::from(value),
-        );
+    const NAMES: [header::HeaderName; 3] = [
+        header::HeaderName::from_static("x-ratelimit-limit"),
+        header::HeaderName::from_static("x-ratelimit-remaining"),
+        header::HeaderName::from_static("x-ratelimit-reset"),
+    ];
+    let values = [
+        u64::from(rate.limit),
+        u64::from(rate.remaining),
+        rate.reset_seconds,
+    ];
+    for (name, value) in NAMES.into_iter().zip(values) {
+        headers.insert(name, HeaderValue::from(value));
     }
 }
 
@@ -164,4 +202,19 @@ pub async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::RouteNotFound {
         path: req.path().to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_control_reads_as_format_writes_it() {
+        for max_age in [0, 7, 10, 3599, u64::MAX] {
+            assert_eq!(
+                cache_control(max_age),
+                format!("private, max-age={max_age}").as_str()
+            );
+        }
+    }
 }

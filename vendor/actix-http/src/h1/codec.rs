@@ -81,6 +81,14 @@ impl Codec {
         self.conn_type == ConnectionType::KeepAlive
     }
 
+    /// Counts a `len`-byte body chunk of the current response that the dispatcher writes to
+    /// the I/O itself instead of encoding it into the write buffer; `false` when the chunk
+    /// must be encoded (chunked transfer, or more than the declared length).
+    #[inline]
+    pub(crate) fn take_direct_chunk(&mut self, len: usize) -> bool {
+        self.encoder.take_direct_chunk(len)
+    }
+
     /// Check if keep-alive enabled on server level.
     #[inline]
     pub fn keep_alive_enabled(&self) -> bool {

@@ -2,7 +2,8 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    io, mem, net,
+    io::{self, IoSlice},
+    mem, net,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
@@ -11,7 +12,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -39,6 +40,10 @@ use crate::{
 const LW_BUFFER_SIZE: usize = 1024;
 const HW_BUFFER_SIZE: usize = 1024 * 8;
 const MAX_PIPELINED_MESSAGES: usize = 16;
+
+/// Body chunks at least this long are written to the I/O from where they are (a vectored
+/// write after the head in `write_buf`) instead of being copied into `write_buf` first.
+const DIRECT_WRITE_MIN: usize = 4096;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
@@ -185,6 +190,9 @@ pin_project! {
         pub(super) io: Option<T>,
         read_buf: BytesMut,
         write_buf: BytesMut,
+        // A body chunk to write after `write_buf`, without copying it there. While it is
+        // pending nothing is encoded: `poll_response` only asks for a flush.
+        write_chunk: Option<Bytes>,
 
         // Number of bytes to busy-buffer before flushing.
         h1_write_buffer_size: usize,
@@ -310,6 +318,7 @@ where
                     io: Some(io),
                     read_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
                     write_buf: BytesMut::with_capacity(HW_BUFFER_SIZE),
+                    write_chunk: None,
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     pipeline_paused: false,
@@ -367,6 +376,7 @@ where
         let InnerDispatcherProj {
             io,
             write_buf,
+            write_chunk,
             h1_write_buffer_size,
             write_buf_needs_reset,
             ..
@@ -386,14 +396,30 @@ where
         let len = write_buf.len();
         let mut written = 0;
 
-        while written < len {
-            match io.as_mut().poll_write(cx, &write_buf[written..])? {
+        while written < len || write_chunk.is_some() {
+            let polled = match write_chunk {
+                Some(chunk) => {
+                    let bufs = [IoSlice::new(&write_buf[written..]), IoSlice::new(chunk)];
+                    io.as_mut().poll_write_vectored(cx, &bufs)?
+                }
+                None => io.as_mut().poll_write(cx, &write_buf[written..])?,
+            };
+            match polled {
                 Poll::Ready(0) => {
                     error!("write zero; closing");
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
                 }
 
-                Poll::Ready(n) => written += n,
+                Poll::Ready(n) => {
+                    let from_buf = n.min(len - written);
+                    written += from_buf;
+                    if let Some(chunk) = write_chunk.as_mut() {
+                        chunk.advance(n - from_buf);
+                        if chunk.is_empty() {
+                            *write_chunk = None;
+                        }
+                    }
+                }
 
                 Poll::Pending => {
                     write_buf.advance(written);
@@ -606,6 +632,12 @@ where
     ) -> Result<PollResponse, DispatchError> {
         'res: loop {
             let mut this = self.as_mut().project();
+
+            // A body chunk waits to be written: nothing may be encoded after it until it is.
+            if this.write_chunk.is_some() {
+                return Ok(PollResponse::DrainWriteBuf);
+            }
+
             match this.state.as_mut().project() {
                 StateProj::None if this.flags.contains(Flags::DRAINING) => {
                     this.messages.clear();
@@ -705,6 +737,14 @@ where
                     while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                // A large chunk is written from where it is, after the head.
+                                if item.len() >= DIRECT_WRITE_MIN
+                                    && this.io.as_ref().is_some_and(|io| io.is_write_vectored())
+                                    && this.codec.take_direct_chunk(item.len())
+                                {
+                                    *this.write_chunk = Some(item);
+                                    return Ok(PollResponse::DrainWriteBuf);
+                                }
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
@@ -763,6 +803,14 @@ where
                     while this.write_buf.len() < *this.h1_write_buffer_size {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
+                                // A large chunk is written from where it is, after the head.
+                                if item.len() >= DIRECT_WRITE_MIN
+                                    && this.io.as_ref().is_some_and(|io| io.is_write_vectored())
+                                    && this.codec.take_direct_chunk(item.len())
+                                {
+                                    *this.write_chunk = Some(item);
+                                    return Ok(PollResponse::DrainWriteBuf);
+                                }
                                 this.codec
                                     .encode(Message::Chunk(Some(item)), this.write_buf)?;
                             }
@@ -1319,6 +1367,9 @@ where
             mem::take(this.codec),
             mem::take(this.read_buf),
         );
+        if let Some(chunk) = this.write_chunk.take() {
+            this.write_buf.extend_from_slice(&chunk);
+        }
         parts.write_buf = mem::take(this.write_buf);
         let framed = Framed::from_parts(parts);
         this.flow.upgrade.as_ref().unwrap().call((req, framed))
@@ -1498,7 +1549,8 @@ where
                     }
 
                     // keep-alive and stream errors
-                    if state_is_none && inner_p.write_buf.is_empty() {
+                    if state_is_none && inner_p.write_buf.is_empty() && inner_p.write_chunk.is_none()
+                    {
                         if let Some(err) = inner_p.error.take() {
                             error!("stream error: {}", &err);
                             return Poll::Ready(Err(err));

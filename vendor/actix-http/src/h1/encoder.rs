@@ -359,6 +359,11 @@ impl<T: MessageType> MessageEncoder<T> {
         self.te.encode_eof(buf)
     }
 
+    /// See [`TransferEncoding::take_direct`].
+    pub fn take_direct_chunk(&mut self, len: usize) -> bool {
+        self.te.take_direct(len)
+    }
+
     /// Encode message.
     pub fn encode(
         &mut self,
@@ -487,6 +492,21 @@ impl TransferEncoding {
                     Ok(true)
                 }
             }
+        }
+    }
+
+    /// Counts a `len`-byte chunk that the caller writes to the I/O itself, when this encoder
+    /// would have copied it unchanged: a known length with room for all of it, or a body
+    /// ending at EOF. `false`: the chunk must go through `encode`.
+    #[inline]
+    pub fn take_direct(&mut self, len: usize) -> bool {
+        match self.kind {
+            TransferEncodingKind::Length(ref mut remaining) if len > 0 && *remaining >= len as u64 => {
+                *remaining -= len as u64;
+                true
+            }
+            TransferEncodingKind::Eof => len > 0,
+            _ => false,
         }
     }
 
