@@ -220,7 +220,7 @@ async fn without_redis_each_proxy_admits_its_share_and_sharing_resumes_when_redi
 }
 
 #[actix_web::test]
-async fn a_redis_that_never_answers_costs_a_timeout_now_and_then_not_every_request() {
+async fn a_redis_that_never_answers_costs_a_timeout_now_and_then_not_one_per_request() {
     let redis = RedisServer::started();
     let mut settings = shared(&redis, test_settings());
     settings.redis.timeout_ms = 50;
@@ -230,14 +230,11 @@ async fn a_redis_that_never_answers_costs_a_timeout_now_and_then_not_every_reque
     assert_eq!(proxy.get(&app_id, "").await.status(), StatusCode::OK);
 
     redis.signal("STOP");
-    let started = Instant::now();
-    for i in 0..40 {
-        let query = format!("hours={}", i % 4 + 1);
+    // 40 misses (new keys), each of which would look for the page in Redis.
+    for hours in 1..=40 {
+        let query = format!("hours={hours}");
         assert_eq!(proxy.get(&app_id, &query).await.status(), StatusCode::OK);
     }
-    let took = started.elapsed();
-    // One timeout of 50 ms per second at most, not 40 (a lease, a page, a lock) of them.
-    assert!(took < Duration::from_secs(1), "40 requests took {took:?}");
     let metrics = proxy.metrics().await;
     assert_eq!(metric_value(&metrics, "logproxy_redis_up"), 0.0);
     let errors: f64 = logproxy::fleet::Op::LABELS
@@ -249,6 +246,8 @@ async fn a_redis_that_never_answers_costs_a_timeout_now_and_then_not_every_reque
             )
         })
         .sum();
+    // The first call's timeout pauses Redis for a second: a call or two at most fail, not
+    // one per miss.
     assert!((1.0..=3.0).contains(&errors), "{errors} failed calls");
 
     redis.signal("CONT");
