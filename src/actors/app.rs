@@ -10,7 +10,7 @@ use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
-use super::policy::{AppPolicy, RateInfo, RateLimited};
+use super::policy::{AppPolicy, Leased, RateInfo, RateLimited};
 use crate::cache::{FetchError, Served};
 use crate::domain::LogQuery;
 use crate::encoding::Coding;
@@ -111,8 +111,9 @@ impl Handler<Fetch> for AppActor {
         let fleet = self.core.fleet.as_ref().filter(|fleet| fleet.is_up());
         let decided = match fleet.map(|_| self.policy.spend_lease()) {
             None => self.policy.admit(),
-            Some(Some(leased)) => Ok(leased),
-            Some(None) => {
+            Some(Leased::Admitted(rate)) => Ok(rate),
+            Some(Leased::Refused(rate, refusal)) => Err((rate, refusal)),
+            Some(Leased::Ask) => {
                 // The fleet decides: a Redis round trip, as a task, so this mailbox moves on.
                 let (core, policy) = (self.core.clone(), self.policy.clone());
                 let span = msg.span.clone();

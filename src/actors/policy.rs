@@ -72,6 +72,20 @@ struct Lease {
     left: u32,
     until: Option<Instant>,
     rate: Option<RateInfo>,
+    /// After a refusal by the fleet: no request can be admitted before this (the GCRA
+    /// state only moves forward), so until then the process refuses without asking.
+    refused_until: Option<(Instant, RateInfo)>,
+}
+
+/// What this process can say about a request without asking the fleet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leased {
+    /// Admitted from the lease.
+    Admitted(RateInfo),
+    /// Refused: the fleet refused a request moments ago and admits none before this.
+    Refused(RateInfo, RateLimited),
+    /// Only the fleet can tell.
+    Ask,
 }
 
 pub struct AppPolicy<C: Clock = DefaultClock> {
@@ -161,18 +175,36 @@ impl<C: Clock + Clone> AppPolicy<C> {
         self.gcra.load().fleet
     }
 
-    /// One request of what the fleet leased to this process, if any is left and not too old.
-    pub fn spend_lease(&self) -> Option<RateInfo> {
+    /// One request of what the fleet leased to this process, if any is left and not too old;
+    /// or a refusal, while the fleet's last refusal holds.
+    pub fn spend_lease(&self) -> Leased {
         let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
-        if lease.left == 0 || lease.until.is_none_or(|until| Instant::now() >= until) {
-            return None;
+        let now = Instant::now();
+        if let Some((until, rate)) = lease.refused_until {
+            if now < until {
+                drop(lease);
+                self.refused.inc();
+                let quota = self.fleet_quota();
+                let refusal = RateLimited {
+                    limit: quota.requests_per_second,
+                    burst: quota.burst,
+                    retry_after: ceil_seconds(until - now).max(1),
+                };
+                return Leased::Refused(rate, refusal);
+            }
+            lease.refused_until = None;
+        }
+        if lease.left == 0 || lease.until.is_none_or(|until| now >= until) {
+            return Leased::Ask;
         }
         lease.left -= 1;
-        let rate = lease.rate?;
-        Some(RateInfo {
-            remaining: rate.remaining + lease.left,
-            ..rate
-        })
+        match lease.rate {
+            Some(rate) => Leased::Admitted(RateInfo {
+                remaining: rate.remaining + lease.left,
+                ..rate
+            }),
+            None => Leased::Ask,
+        }
     }
 
     /// Applies the fleet's decision on one request: admitted (keeping the rest of the
@@ -187,6 +219,11 @@ impl<C: Clock + Clone> AppPolicy<C> {
         if grant.admitted == 0 {
             self.remember(0);
             self.refused.inc();
+            let wait = Duration::from_micros(grant.retry_after_us);
+            self.lease
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .refused_until = Some((Instant::now() + wait, rate));
             let refusal = RateLimited {
                 limit: quota.requests_per_second,
                 burst: quota.burst,
@@ -364,23 +401,29 @@ mod tests {
     fn a_fleet_grant_admits_one_request_and_leases_the_rest_adding_up_concurrent_grants() {
         let (p, _) = policy(1000, 100);
         assert_eq!(p.fleet_quota().lease, 10);
-        assert!(p.spend_lease().is_none(), "nothing leased yet");
+        assert_eq!(p.spend_lease(), Leased::Ask, "nothing leased yet");
         let rate = p.settle(grant(10, 50)).unwrap();
         assert_eq!(
             (rate.limit, rate.remaining, rate.reset_seconds),
             (100, 59, 2)
         );
         p.settle(grant(10, 40)).unwrap();
-        let leased = (0..18).filter(|_| p.spend_lease().is_some()).count();
+        let leased = (0..18)
+            .filter(|_| matches!(p.spend_lease(), Leased::Admitted(_)))
+            .count();
         assert_eq!(leased, 18, "9 + 9 leased");
-        assert!(p.spend_lease().is_none());
+        assert_eq!(p.spend_lease(), Leased::Ask);
 
         let (rate, refusal) = p.settle(grant(0, 0)).unwrap_err();
         assert_eq!(
             (rate.remaining, refusal.retry_after, refusal.limit),
             (0, 1, 1000)
         );
-        assert_eq!(p.refused.get(), 1);
+        // For the 200 ms the fleet said, the process refuses by itself.
+        assert_eq!(p.spend_lease(), Leased::Refused(rate, refusal));
+        assert_eq!(p.refused.get(), 2);
+        std::thread::sleep(Duration::from_millis(250));
+        assert_eq!(p.spend_lease(), Leased::Ask, "then it asks again");
     }
 
     #[test]
