@@ -13,7 +13,7 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use logproxy::clickhouse::ChClient;
 use logproxy::config::ClickHouseSettings;
-use logproxy_testkit::{count_queries, cpu_seconds, free_port, rss_bytes};
+use logproxy_testkit::{count_queries, cpu_seconds, free_port, rss_bytes, NginxServer};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logproxy");
@@ -570,12 +570,18 @@ fn small_database_service(
         .unwrap()
         .replace(DATABASE, database);
     std::fs::write(config, text).unwrap();
+    seed_database(config, apps, rows);
+    start_service(config)
+}
+
+/// Migrates the database of `config` and seeds it (`apps` x `rows` of each kind, on every
+/// replica of the config).
+fn seed_database(config: &std::path::Path, apps: u32, rows: u32) {
     run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
     let (apps, rows) = (apps.to_string(), rows.to_string());
     run(Command::new(BIN)
         .args(["seed", "--apps", &apps, "--rows-per-app", &rows, "--config"])
         .arg(config));
-    start_service(config)
 }
 
 /// Scenario f: misses at a fixed rate over two replicas, the second `kill -STOP`ped for the
@@ -681,27 +687,26 @@ async fn failover() {
 
 const GZIP_LUA: &str = r#"wrk.headers["Accept-Encoding"] = "gzip""#;
 
-/// Starts Debian's nginx (installed if missing), one worker, as a `proxy_cache` in front of
-/// `upstream` with `gzip on` for JSON: it caches the identity page and gzips it per request.
-fn start_nginx(upstream: &str) -> (Service, std::path::PathBuf) {
+/// nginx of the bench's own and where it listens.
+struct Nginx {
+    server: NginxServer,
+    base: String,
+}
+
+fn install_nginx_if_missing() {
     if Command::new("nginx").arg("-v").output().is_err() {
         run(Command::new("apt-get").args(["install", "-y", "nginx-light"]));
     }
-    let dir = std::env::temp_dir().join(format!("logproxy-bench-nginx-{}", free_port()));
-    std::fs::create_dir_all(dir.join("cache")).unwrap();
+}
+
+/// Starts Debian's nginx (installed if missing), one process, as a `proxy_cache` in front of
+/// `upstream` with `gzip on` for JSON: it caches the identity page and gzips it per request.
+fn start_nginx(upstream: &str) -> Nginx {
+    install_nginx_if_missing();
     let port = free_port();
-    let d = dir.display();
     let upstream = upstream.trim_start_matches("http://");
-    let conf = format!(
-        r#"worker_processes 1;
-daemon off;
-master_process off;
-pid {d}/nginx.pid;
-error_log {d}/error.log;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    proxy_cache_path {d}/cache keys_zone=pages:10m;
+    let http = format!(
+        r#"    proxy_cache_path {{dir}}/cache keys_zone=pages:10m;
     gzip on;
     gzip_types application/json;
     server {{
@@ -714,23 +719,27 @@ http {{
             proxy_cache_valid 200 10m;
             proxy_ignore_headers Cache-Control Expires Vary;
         }}
-    }}
-}}
-"#
+    }}"#
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&path)
-        .arg("-p")
-        .arg(&dir)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    logproxy_testkit::wait_until_listening(port, "nginx");
-    let base = format!("http://127.0.0.1:{port}");
-    (Service { child, base }, dir)
+    Nginx {
+        server: NginxServer::start(&http, &[port]),
+        base: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+/// wrk (1 thread, pinned to CPU 1) against `url`, and the CPU time `pids` spent on it per
+/// request, in microseconds.
+async fn pinned_wrk(url: &str, lua: &'static str, seconds: u64, pids: &[u32]) -> (Figures, f64) {
+    let cpu = || pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+    let before = cpu();
+    let url = url.to_owned();
+    let f = actix_web::rt::task::spawn_blocking(move || {
+        wrk_blocking(&url, CONNECTIONS, seconds, lua, Some("1"))
+    })
+    .await
+    .unwrap();
+    let us = (cpu() - before) / f.requests.max(1) as f64 * 1e6;
+    (f, us)
 }
 
 /// Scenario g: hot hits with `Accept-Encoding: gzip`, logproxy (each page compressed once)
@@ -742,7 +751,7 @@ async fn gzip_vs_nginx() {
     let config = config_file("gzip", &ch_url, TTL_SECONDS);
     let service = small_database_service(&config, "lp_bench_gzip", 2, 3000);
     let path = "/v1/apps/demo-app-1/logs?hours=24&limit=100";
-    let (nginx, nginx_dir) = start_nginx(&service.base);
+    let nginx = start_nginx(&service.base);
     let http = reqwest::Client::new();
     let identity = get_body(&http, &format!("{}{path}", service.base)).await;
     // Warm nginx's cache (its upstream request carries the key).
@@ -789,8 +798,6 @@ async fn gzip_vs_nginx() {
         "  logproxy gzip / logproxy identity {:.2}   (target >= 0.9)",
         m[1] / m[0]
     );
-    drop(nginx);
-    let _ = std::fs::remove_dir_all(nginx_dir);
 }
 
 const ONE_APP_LUA: &str = r#"
@@ -849,9 +856,9 @@ async fn many_apps_pinned() {
     );
     std::fs::write(&config, text).unwrap();
     let service = small_database_service(&config, "lp_bench_apps", 1000, 110);
-    let (nginx, nginx_dir) = start_nginx(&service.base);
+    let nginx = start_nginx(&service.base);
     pin(service.child.id(), "0");
-    pin(nginx.child.id(), "0");
+    pin(nginx.server.pid(), "0");
     let http = reqwest::Client::new();
     let mut body_len = 0;
     for app in 1..=1000 {
@@ -864,23 +871,27 @@ async fn many_apps_pinned() {
     println!(
         "\nh. many apps: 1,000 cached pages of about {body_len} bytes; server on CPU 0, wrk -t1 -c{CONNECTIONS} on CPU 1, {seconds} s per run\n"
     );
-    let sides: [(&str, &Service, &'static str); 3] = [
-        ("logproxy, 1 app", &service, ONE_APP_LUA),
-        ("logproxy, 1,000 apps", &service, THOUSAND_APPS_LUA),
-        ("nginx, 1,000 URLs", &nginx, THOUSAND_APPS_LUA),
+    let (logproxy, nginx_pid) = (service.child.id(), nginx.server.pid());
+    let sides = [
+        ("logproxy, 1 app", logproxy, &service.base, ONE_APP_LUA),
+        (
+            "logproxy, 1,000 apps",
+            logproxy,
+            &service.base,
+            THOUSAND_APPS_LUA,
+        ),
+        (
+            "nginx, 1,000 URLs",
+            nginx_pid,
+            &nginx.base,
+            THOUSAND_APPS_LUA,
+        ),
     ];
     let mut per_request: Vec<Vec<f64>> = vec![Vec::new(); 3];
     let misses_before = misses(&http, &service.base).await;
     for round in 1..=rounds() {
-        for (i, (name, side, lua)) in sides.iter().enumerate() {
-            let (pid, url, lua) = (side.child.id(), side.base.clone(), *lua);
-            let before = cpu_seconds(pid);
-            let f = actix_web::rt::task::spawn_blocking(move || {
-                wrk_blocking(&url, CONNECTIONS, seconds, lua, Some("1"))
-            })
-            .await
-            .unwrap();
-            let us = (cpu_seconds(pid) - before) / f.requests.max(1) as f64 * 1e6;
+        for (i, (name, pid, base, lua)) in sides.iter().enumerate() {
+            let (f, us) = pinned_wrk(base, lua, seconds, &[*pid]).await;
             per_request[i].push(us);
             print_row(&format!("{name} #{round}"), &f);
             println!("{:>34} server CPU {us:.1} us/request", "");
@@ -901,8 +912,6 @@ async fn many_apps_pinned() {
         "  CPU per hit, nginx / logproxy (1,000) {:.2}   (target >= 1.5)",
         m[2] / m[1]
     );
-    drop(nginx);
-    let _ = std::fs::remove_dir_all(nginx_dir);
 }
 
 #[path = "load/fleet.rs"]

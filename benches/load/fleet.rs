@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use logproxy::clickhouse::ChClient;
 use logproxy::config::ClickHouseSettings;
-use logproxy_testkit::{count_queries, cpu_seconds, RedisServer};
+use logproxy_testkit::{count_queries, nginx_front, NginxServer, RedisServer};
 
 use super::*;
 
@@ -32,15 +32,6 @@ fn fleet_config(
     }
     std::fs::write(&path, text).unwrap();
     path
-}
-
-/// Migrates and seeds `database` (`apps` x `rows`) once through `config`.
-fn seed_database(config: &std::path::Path, apps: u32, rows: u32) {
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
-    let (apps, rows) = (apps.to_string(), rows.to_string());
-    run(Command::new(BIN)
-        .args(["seed", "--apps", &apps, "--rows-per-app", &rows, "--config"])
-        .arg(config));
 }
 
 /// Scripts Redis ran so far (`EVALSHA` calls in `INFO commandstats`): the rate-limit round
@@ -115,21 +106,14 @@ pub async fn shared_hot_hits() {
                 0 => vec![service.child.id()],
                 _ => vec![service.child.id(), redis_pid],
             };
-            let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
             let scripts_before = redis_scripts(&redis);
             let url = format!("{}{path}", service.base);
-            let f = actix_web::rt::task::spawn_blocking(move || {
-                wrk_blocking(&url, CONNECTIONS, seconds, "", Some("1"))
-            })
-            .await
-            .unwrap();
-            let cpu: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+            let (f, us) = pinned_wrk(&url, "", seconds, &pids).await;
             let scripts = redis_scripts(&redis) - scripts_before;
             print_row(&format!("{name} #{round}"), &f);
             println!(
-                "{:>34} server CPU {:.1} us/request, Redis round trips {:.4}/request",
+                "{:>34} server CPU {us:.1} us/request, Redis round trips {:.4}/request",
                 "",
-                cpu / f.requests.max(1) as f64 * 1e6,
                 scripts as f64 / f.requests.max(1) as f64
             );
             rates[i].push(f.rps());
@@ -149,63 +133,27 @@ pub async fn shared_hot_hits() {
 /// nginx running the shipped fronts: affinity (`logproxy.conf`) over `affinity`, and round
 /// robin (`logproxy-shared.conf`) over `shared` and over `local`. Returns the three bases.
 fn start_fronts(
-    affinity: &[&Service],
-    shared: &[&Service],
-    local: &[&Service],
-) -> (Service, std::path::PathBuf, [String; 3]) {
-    let dir = std::env::temp_dir().join(format!("logproxy-bench-fleet-{}", free_port()));
-    std::fs::create_dir_all(&dir).unwrap();
+    affinity: &[Service],
+    shared: &[Service],
+    local: &[Service],
+) -> (NginxServer, [String; 3]) {
+    install_nginx_if_missing();
     let ports = [free_port(), free_port(), free_port()];
-    let shipped =
-        |file: &str| std::fs::read_to_string(format!("{ROOT}/deploy/nginx/{file}")).unwrap();
-    let fill = |mut conf: String, listen: &str, port: u16, upstreams: &[&Service]| {
-        for (i, s) in upstreams.iter().enumerate() {
-            conf = conf.replace(
-                &format!("127.0.0.1:{}", 8081 + i),
-                s.base.trim_start_matches("http://"),
-            );
-        }
-        conf.replace(
-            &format!("listen 127.0.0.1:{listen};"),
-            &format!("listen 127.0.0.1:{port};"),
-        )
+    let front = |file: &str, port: u16, upstreams: &[Service]| {
+        let hosts: Vec<&str> = upstreams
+            .iter()
+            .map(|s| s.base.trim_start_matches("http://"))
+            .collect();
+        nginx_front(file, port, &hosts)
     };
-    let confs = [
-        fill(shipped("logproxy.conf"), "8080", ports[0], affinity),
-        fill(shipped("logproxy-shared.conf"), "8090", ports[1], shared),
-        fill(shipped("logproxy-shared.conf"), "8090", ports[2], local)
-            .replace("logproxy_shared", "logproxy_local"),
-    ];
-    for (i, conf) in confs.iter().enumerate() {
-        std::fs::write(dir.join(format!("front{i}.conf")), conf).unwrap();
-    }
-    let d = dir.display();
-    let main = format!(
-        "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{ access_log off; include {d}/front0.conf; include {d}/front1.conf; include {d}/front2.conf; }}\n"
-    );
-    std::fs::write(dir.join("nginx.conf"), main).unwrap();
-    if Command::new("nginx").arg("-v").output().is_err() {
-        run(Command::new("apt-get").args(["install", "-y", "nginx-light"]));
-    }
-    let child = Command::new("nginx")
-        .arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    for port in ports {
-        logproxy_testkit::wait_until_listening(port, "nginx");
-    }
-    let bases = ports.map(|p| format!("http://127.0.0.1:{p}"));
-    let front = Service {
-        child,
-        base: bases[0].clone(),
-    };
-    (front, dir, bases)
+    let http = [
+        front("logproxy.conf", ports[0], affinity),
+        front("logproxy-shared.conf", ports[1], shared),
+        front("logproxy-shared.conf", ports[2], local).replace("logproxy_shared", "logproxy_local"),
+    ]
+    .join("\n");
+    let nginx = NginxServer::start(&http, &ports);
+    (nginx, ports.map(|p| format!("http://127.0.0.1:{p}")))
 }
 
 /// wrk's request script for scenario j: 50 apps, the request id naming the run.
@@ -243,7 +191,7 @@ pub async fn fleet_of_three() {
     let local: Vec<Service> = (0..3)
         .map(|i| start(&format!("fleet-local-{i}"), None))
         .collect();
-    let (front, dir, bases) = start_fronts(&refs(&local), &refs(&shared), &refs(&local));
+    let (_nginx, bases) = start_fronts(&local, &shared, &local);
     let ch = ChClient::new(&ClickHouseSettings {
         url: ch_url.clone(),
         database: database.into(),
@@ -273,10 +221,4 @@ pub async fn fleet_of_three() {
             queries as f64 / KEYS as f64 / windows
         );
     }
-    drop(front);
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-fn refs(services: &[Service]) -> Vec<&Service> {
-    services.iter().collect()
 }

@@ -1,79 +1,30 @@
 //! A fleet in affinity mode (CONTRACT.md §7): Debian's nginx with the shipped
 //! `deploy/nginx/logproxy.conf` in front of three logproxy instances.
 
-use std::process::{Child, Command, Stdio};
-
 use futures_util::future::join_all;
-use logproxy_testkit::{free_port, wait_until_listening};
+use logproxy_testkit::{free_port, nginx_front, NginxServer};
 use reqwest::StatusCode;
 
 use crate::helpers::*;
 
 /// nginx running `deploy/nginx/logproxy.conf`, its upstreams replaced by `upstreams`.
 struct Nginx {
-    child: Child,
+    _server: NginxServer,
     base: String,
-    dir: std::path::PathBuf,
 }
 
 impl Nginx {
     fn start(upstreams: &[&str]) -> Self {
-        let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/nginx/logproxy.conf");
-        let mut conf = std::fs::read_to_string(shipped).unwrap();
-        for (i, upstream) in upstreams.iter().enumerate() {
-            let placeholder = format!("127.0.0.1:{}", 8081 + i);
-            assert!(
-                conf.contains(&placeholder),
-                "{placeholder} in the shipped config"
-            );
-            conf = conf.replace(&placeholder, upstream.trim_start_matches("http://"));
-        }
         let port = free_port();
-        conf = conf.replace(
-            "listen 127.0.0.1:8080;",
-            &format!("listen 127.0.0.1:{port};"),
-        );
-        let dir = std::env::temp_dir().join(format!("lp-nginx-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("logproxy.conf"), conf).unwrap();
-        let d = dir.display();
-        let main = format!(
-            "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{ access_log off; include {d}/logproxy.conf; }}\n"
-        );
-        std::fs::write(dir.join("nginx.conf"), main).unwrap();
-        let nginx = ["/usr/sbin/nginx", "nginx"]
-            .into_iter()
-            .find(|n| Command::new(n).arg("-v").output().is_ok())
-            .expect("nginx is installed (scripts/test.sh installs nginx-light)");
-        let child = Command::new(nginx)
-            .arg("-p")
-            .arg(&dir)
-            .arg("-c")
-            .arg(dir.join("nginx.conf"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_until_listening(port, "nginx");
+        let upstreams: Vec<&str> = upstreams
+            .iter()
+            .map(|u| u.trim_start_matches("http://"))
+            .collect();
+        let front = nginx_front("logproxy.conf", port, &upstreams);
         Self {
-            child,
+            _server: NginxServer::start(&front, &[port]),
             base: format!("http://127.0.0.1:{port}"),
-            dir,
         }
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // TERM, not KILL: the master then stops its workers too.
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

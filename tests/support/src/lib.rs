@@ -145,3 +145,73 @@ impl Drop for RedisServer {
         self.stop();
     }
 }
+
+/// Debian's nginx of the caller's own: one process (`master_process off`), its files in a
+/// temporary folder, stopped and the folder removed when dropped.
+pub struct NginxServer {
+    child: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl NginxServer {
+    /// Starts nginx with `http` as the body of its `http { }` block (`{dir}` in it stands
+    /// for nginx's folder) and returns once it listens on every one of `ports`.
+    pub fn start(http: &str, ports: &[u16]) -> Self {
+        let dir = std::env::temp_dir().join(format!("logproxy-nginx-{}", free_port()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let d = dir.display().to_string();
+        let main = format!(
+            "daemon off;\nmaster_process off;\nworker_processes 1;\npid {d}/nginx.pid;\n\
+             error_log {d}/error.log;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n    access_log off;\n{}\n}}\n",
+            http.replace("{dir}", &d)
+        );
+        std::fs::write(dir.join("nginx.conf"), main).unwrap();
+        let nginx = ["/usr/sbin/nginx", "nginx"]
+            .into_iter()
+            .find(|n| std::process::Command::new(n).arg("-v").output().is_ok())
+            .expect("nginx is installed (scripts/test.sh installs nginx-light)");
+        let child = std::process::Command::new(nginx)
+            .arg("-p")
+            .arg(&dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        let server = Self { child, dir };
+        for port in ports {
+            wait_until_listening(*port, "nginx");
+        }
+        server
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for NginxServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The shipped front `deploy/nginx/<file>` listening on `127.0.0.1:<port>`, in front of
+/// `upstreams` (`host:port` each) in place of its placeholders 127.0.0.1:8081, :8082, ...
+pub fn nginx_front(file: &str, port: u16, upstreams: &[&str]) -> String {
+    let path = format!("{}/../../deploy/nginx/{file}", env!("CARGO_MANIFEST_DIR"));
+    let mut conf = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let placeholder = format!("server 127.0.0.1:{} ", 8081 + i);
+        assert!(conf.contains(&placeholder), "{placeholder:?} in {file}");
+        conf = conf.replacen(&placeholder, &format!("server {upstream} "), 1);
+    }
+    let listen = conf.find("listen 127.0.0.1:").expect("a listen line");
+    let end = listen + conf[listen..].find(';').unwrap();
+    conf.replace_range(listen..end, &format!("listen 127.0.0.1:{port}"));
+    conf
+}
