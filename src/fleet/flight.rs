@@ -76,7 +76,7 @@ impl Fleet {
     {
         let (ttl, keep) = cache.times();
         if ttl.is_zero() {
-            return alone(query).await;
+            return alone(query()).await;
         }
         let page_key = self.key("page", key, None);
         let lock_key = self.key("lock", key, Some(limit));
@@ -85,7 +85,7 @@ impl Fleet {
         let mut waited = false;
         loop {
             let Some((page, lock)) = self.look(&page_key, &lock_key).await else {
-                return alone(query).await;
+                return alone(query()).await;
             };
             if let Some(page) = page {
                 if page.fetched_at.elapsed() < ttl && page.covers(limit) {
@@ -101,12 +101,14 @@ impl Fleet {
             match lock {
                 Lock::Failed(mark) => return Err(failure(&mark)),
                 Lock::Free => match self.try_lock(&lock_key, &token).await {
-                    None => return alone(query).await,
-                    Some(true) => return self.lead(page_key, &lock_key, &token, keep, query).await,
+                    None => return alone(query()).await,
+                    Some(true) => {
+                        return self.lead(page_key, &lock_key, &token, keep, query()).await
+                    }
                     Some(false) => {}
                 },
                 // The owner is alive (its heartbeat holds the lock) but taking too long.
-                Lock::Held if started.elapsed() > max_wait => return alone(query).await,
+                Lock::Held if started.elapsed() > max_wait => return alone(query()).await,
                 Lock::Held => {}
             }
             waited = true;
@@ -115,18 +117,14 @@ impl Fleet {
     }
 
     /// Runs the query holding the lock, shares its page, then lets the lock go.
-    async fn lead<Q, Fut>(
+    async fn lead(
         &self,
         page_key: String,
         lock_key: &str,
         token: &str,
         keep: Duration,
-        query: Q,
-    ) -> Result<Fetched, FetchError>
-    where
-        Q: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Page, FetchError>>,
-    {
+        query: impl Future<Output = Result<Page, FetchError>>,
+    ) -> Result<Fetched, FetchError> {
         let heartbeat = async {
             loop {
                 tokio::time::sleep(HEARTBEAT).await;
@@ -134,7 +132,7 @@ impl Fleet {
             }
         };
         let outcome = tokio::select! {
-            outcome = query() => outcome,
+            outcome = query => outcome,
             () = heartbeat => unreachable!("the heartbeat never ends"),
         };
         match outcome {
@@ -235,13 +233,11 @@ impl Fleet {
 }
 
 /// A query without the fleet.
-async fn alone<Q, Fut>(query: Q) -> Result<Fetched, FetchError>
-where
-    Q: FnOnce() -> Fut,
-    Fut: Future<Output = Result<Page, FetchError>>,
-{
+async fn alone(
+    query: impl Future<Output = Result<Page, FetchError>>,
+) -> Result<Fetched, FetchError> {
     Ok(Fetched {
-        page: query().await?,
+        page: query.await?,
         origin: Origin::Query,
     })
 }
