@@ -70,8 +70,8 @@ impl<C: Clock> Gcra<C> {
 #[derive(Debug, Default)]
 struct Lease {
     left: u32,
-    until: Option<Instant>,
-    rate: Option<RateInfo>,
+    /// Until when `left` may be spent, and the quota as the fleet showed it then.
+    granted: Option<(Instant, RateInfo)>,
     /// After a refusal by the fleet: no request can be admitted before this (the GCRA
     /// state only moves forward), so until then the process refuses without asking.
     refused_until: Option<(Instant, RateInfo)>,
@@ -106,13 +106,9 @@ pub struct AppPolicy<C: Clock = DefaultClock> {
 }
 
 impl AppPolicy {
+    /// A policy whose local limiter applies `1/share` of the quota (1: all of it).
     /// `requests_per_second` and `burst` must not be 0 (`Settings::check` refuses them; 1 is
     /// only a floor for hand-built settings).
-    pub fn new(rps: u32, burst: u32, slot_count: usize, refused: IntCounter) -> Self {
-        Self::with_clock(rps, burst, slot_count, refused, DefaultClock::default())
-    }
-
-    /// A policy whose local limiter applies `1/share` of the quota.
     pub fn with_share(
         rps: u32,
         burst: u32,
@@ -120,10 +116,14 @@ impl AppPolicy {
         slot_count: usize,
         refused: IntCounter,
     ) -> Self {
-        let mut policy = Self::new(rps, burst, slot_count, refused);
-        policy.share = share.max(1);
-        policy.set_gcra(Gcra::new(rps, burst, policy.share, policy.clock.clone()));
-        policy
+        Self::with_clock(
+            rps,
+            burst,
+            share,
+            slot_count,
+            refused,
+            DefaultClock::default(),
+        )
     }
 }
 
@@ -131,15 +131,17 @@ impl<C: Clock + Clone> AppPolicy<C> {
     pub fn with_clock(
         rps: u32,
         burst: u32,
+        share: u32,
         slot_count: usize,
         refused: IntCounter,
         clock: C,
     ) -> Self {
-        let gcra = Gcra::new(rps, burst, 1, clock.clone());
+        let share = share.max(1);
+        let gcra = Gcra::new(rps, burst, share, clock.clone());
         let full = u64::from(gcra.quota.burst_size().get()) << 32;
         Self {
             gcra: ArcSwap::from_pointee(gcra),
-            share: 1,
+            share,
             lease: Mutex::new(Lease::default()),
             epoch: clock.now(),
             clock,
@@ -194,16 +196,15 @@ impl<C: Clock + Clone> AppPolicy<C> {
             }
             lease.refused_until = None;
         }
-        if lease.left == 0 || lease.until.is_none_or(|until| now >= until) {
-            return Leased::Ask;
-        }
-        lease.left -= 1;
-        match lease.rate {
-            Some(rate) => Leased::Admitted(RateInfo {
-                remaining: rate.remaining + lease.left,
-                ..rate
-            }),
-            None => Leased::Ask,
+        match lease.granted {
+            Some((until, rate)) if lease.left > 0 && now < until => {
+                lease.left -= 1;
+                Leased::Admitted(RateInfo {
+                    remaining: rate.remaining + lease.left,
+                    ..rate
+                })
+            }
+            _ => Leased::Ask,
         }
     }
 
@@ -232,16 +233,20 @@ impl<C: Clock + Clone> AppPolicy<C> {
             return Err((rate, refusal));
         }
         let leased = grant.admitted - 1;
+        let now = Instant::now();
         let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        let live = match lease.granted {
+            Some((until, _)) if now < until => lease.left,
+            _ => 0,
+        };
+        // Added, not replaced: requests that asked at the same moment each bring a grant,
+        // and none of what the fleet granted is lost.
+        let held = live + leased;
         if leased > 0 {
-            // Added, not replaced: requests that asked at the same moment each bring a
-            // grant, and none of what the fleet granted is lost.
-            let live = lease.until.is_some_and(|until| Instant::now() < until);
-            lease.left = if live { lease.left + leased } else { leased };
-            lease.until = Some(Instant::now() + LEASE_LIFE);
-            lease.rate = Some(rate);
+            lease.left = held;
+            lease.granted = Some((now + LEASE_LIFE, rate));
         }
-        let remaining = grant.remaining + lease.left;
+        let remaining = grant.remaining + held;
         drop(lease);
         self.remember(remaining);
         Ok(RateInfo { remaining, ..rate })
@@ -329,7 +334,7 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let refused = IntCounter::new("refused", "test").unwrap();
         (
-            AppPolicy::with_clock(rps, burst, 2, refused, clock.clone()),
+            AppPolicy::with_clock(rps, burst, 1, 2, refused, clock.clone()),
             clock,
         )
     }
