@@ -2,7 +2,7 @@
 //! answers a shorter one), single-flight per key and limit, stale-if-error.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -209,7 +209,7 @@ impl PageCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Fetched, FetchError>>,
     {
-        let ran_query = AtomicBool::new(false);
+        // Set when this request's own fetch produced the page (it led the flight).
         let origin = std::sync::OnceLock::new();
         let flight = (key.clone(), limit);
         let outcome = self
@@ -219,7 +219,6 @@ impl PageCache {
                 if let Some(page) = self.fresh(&key, limit, Instant::now()) {
                     return Ok(page);
                 }
-                ran_query.store(true, Ordering::Relaxed);
                 let fetched = fetch().await?;
                 let _ = origin.set(fetched.origin);
                 let page = Arc::new(fetched.page);
@@ -227,17 +226,17 @@ impl PageCache {
                 Ok::<_, FetchError>(page)
             })
             .await;
-        let led = ran_query.load(Ordering::Relaxed);
-        if led {
-            // Later requests must read the page cache, not this finished flight.
+        if origin.get().is_some() {
+            // Later requests must read the page cache, not this finished flight. (A failed
+            // flight is not kept: moka caches no error.)
             self.inflight.invalidate(&flight).await;
         }
         match outcome {
             Ok(page) => {
-                let result = match (led, origin.get()) {
-                    (true, Some(Origin::FleetCache)) => CacheResult::Shared,
-                    (true, Some(Origin::Query)) => CacheResult::Miss,
-                    _ => CacheResult::Coalesced,
+                let result = match origin.get() {
+                    Some(Origin::FleetCache) => CacheResult::Shared,
+                    Some(Origin::Query) => CacheResult::Miss,
+                    Some(Origin::FleetQuery) | None => CacheResult::Coalesced,
                 };
                 Ok(self.serve(&key, &page, limit, coding, result))
             }
