@@ -24,19 +24,36 @@ pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metric(metrics, series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
 }
 
-/// Distinct query ids in `system.query_log` that start with `prefix`, after a flush.
-/// `ch` is a client set up as the service sets up its own (`ChClient::raw`): row validation
-/// off, which ClickHouse 18.16 needs.
+/// Distinct query ids in `system.query_log` that start with `prefix`, once the log has
+/// settled. `ch` is a client set up as the service sets up its own (`ChClient::raw`): row
+/// validation off, which ClickHouse 18.16 needs.
+///
+/// A count read right after `SYSTEM FLUSH LOGS` can miss queries that just ran: a clean CI
+/// run read 0 for a query whose rows had just answered 48 requests (on 18.16 the flush
+/// seems not to wait for the thread that writes the log). So the count is read again every
+/// 250 ms, after a new flush each time, until two reads agree.
 pub async fn count_queries(ch: &clickhouse::Client, prefix: &str) -> u64 {
-    ch.query("SYSTEM FLUSH LOGS")
-        .execute()
-        .await
-        .expect("flush logs");
-    ch.query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
-        .bind(prefix)
-        .fetch_one::<u64>()
-        .await
-        .expect("count queries")
+    let read = || async {
+        ch.query("SYSTEM FLUSH LOGS")
+            .execute()
+            .await
+            .expect("flush logs");
+        ch.query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
+            .bind(prefix)
+            .fetch_one::<u64>()
+            .await
+            .expect("count queries")
+    };
+    let mut last = read().await;
+    for _ in 0..20 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        let now = read().await;
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
 
 /// Waits until something listens on `127.0.0.1:port` (a child process just started),
