@@ -3,7 +3,7 @@
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
@@ -11,7 +11,7 @@ use moka::Expiry;
 
 use crate::clickhouse::QueryError;
 use crate::config::CacheSettings;
-use crate::domain::QueryKey;
+use crate::domain::{LogType, QueryKey};
 use crate::encoding::Coding;
 use crate::page::{Page, PageView};
 
@@ -84,6 +84,66 @@ pub struct Served {
     pub compressed: bool,
     pub result: CacheResult,
     pub max_age: u64,
+}
+
+/// Keys an actor's `Front` remembers: an app asks for a few variants at most.
+const FRONT_SLOTS: usize = 4;
+
+/// One hit in this many through a `Front` goes through moka anyway, so moka's eviction
+/// order and frequency sketch still see the page in use.
+const FRONT_CHECK_EVERY: u32 = 8;
+
+/// An app actor's shortcut to the pages it served last. With many apps, moka's lookup
+/// (hash table, read log, access-order deque) is cold memory on every hit; the front lives
+/// in the actor, which the request touches anyway. It keeps no page alive (weak
+/// references), and a page the cache let go of (`Page::is_retired`) is not served through
+/// it. The actor serves one app, so the app id is not compared.
+#[derive(Default)]
+pub struct Front {
+    /// Inline, not a `Vec`: they sit next to the rest of the actor, not in memory of their
+    /// own that a hit would have to fetch.
+    slots: [Option<FrontSlot>; FRONT_SLOTS],
+    /// The slot the next new key takes.
+    next: usize,
+    hits: u32,
+}
+
+struct FrontSlot {
+    log_type: LogType,
+    hours: u32,
+    level: Option<Arc<str>>,
+    page: Weak<Page>,
+}
+
+impl FrontSlot {
+    fn is(&self, key: &QueryKey) -> bool {
+        self.log_type == key.log_type && self.hours == key.hours && self.level == key.level
+    }
+}
+
+impl Front {
+    fn find(&mut self, key: &QueryKey) -> Option<&mut FrontSlot> {
+        self.slots.iter_mut().flatten().find(|s| s.is(key))
+    }
+
+    fn get(&mut self, key: &QueryKey) -> Option<Arc<Page>> {
+        self.find(key)?.page.upgrade()
+    }
+
+    fn put(&mut self, key: &QueryKey, page: &Arc<Page>) {
+        let page = Arc::downgrade(page);
+        if let Some(slot) = self.find(key) {
+            slot.page = page;
+            return;
+        }
+        self.slots[self.next] = Some(FrontSlot {
+            log_type: key.log_type,
+            hours: key.hours,
+            level: key.level.clone(),
+            page,
+        });
+        self.next = (self.next + 1) % FRONT_SLOTS;
+    }
 }
 
 pub struct PageCache {
@@ -159,6 +219,9 @@ impl PageCache {
             .max_capacity(settings.max_bytes)
             .weigher(|_, page: &Arc<Page>| page.weight().try_into().unwrap_or(u32::MAX))
             .expire_after(ExpireWith(times.clone()))
+            // Whatever the cause, a page the cache lets go of is no longer served through a
+            // `Front`.
+            .eviction_listener(|_, page: Arc<Page>, _| page.set_retired(true))
             .build_with_hasher(foldhash::fast::RandomState::default());
         let inflight = moka::future::Cache::builder()
             .time_to_live(Duration::from_secs(1))
@@ -193,6 +256,30 @@ impl PageCache {
     /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
     pub fn hit(&self, key: &QueryKey, limit: u32, coding: Option<Coding>) -> Option<Served> {
         let page = self.fresh(key, limit, Instant::now())?;
+        Some(self.serve(key, &page, limit, coding, CacheResult::Hit))
+    }
+
+    /// As `hit`, looking first in an actor's `front`: the same freshness and coverage
+    /// checks, without moka's lookup. Every `FRONT_CHECK_EVERY`th hit of the front, and any
+    /// key it lacks, goes through moka, which refills the front.
+    pub fn hit_in(
+        &self,
+        front: &mut Front,
+        key: &QueryKey,
+        limit: u32,
+        coding: Option<Coding>,
+    ) -> Option<Served> {
+        let now = Instant::now();
+        front.hits = front.hits.wrapping_add(1);
+        if !front.hits.is_multiple_of(FRONT_CHECK_EVERY) {
+            if let Some(page) = front.get(key) {
+                if !page.is_retired() && self.answers(&page, limit, now) {
+                    return Some(self.serve(key, &page, limit, coding, CacheResult::Hit));
+                }
+            }
+        }
+        let page = self.fresh(key, limit, now)?;
+        front.put(key, &page);
         Some(self.serve(key, &page, limit, coding, CacheResult::Hit))
     }
 
@@ -252,8 +339,12 @@ impl PageCache {
 
     fn fresh(&self, key: &QueryKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
-        (now.saturating_duration_since(page.fetched_at) < self.times.ttl() && page.covers(limit))
-            .then_some(page)
+        self.answers(&page, limit, now).then_some(page)
+    }
+
+    /// Whether `page` is fresh at `now` and covers `limit`.
+    fn answers(&self, page: &Page, limit: u32, now: Instant) -> bool {
+        now.saturating_duration_since(page.fetched_at) < self.times.ttl() && page.covers(limit)
     }
 
     fn usable_stale(&self, key: &QueryKey, limit: u32) -> Option<Arc<Page>> {
@@ -293,9 +384,14 @@ impl PageCache {
     /// Puts `page` back under `key` so moka weighs the compressed view it gained, if the
     /// cache still holds this very page.
     fn reweigh(&self, key: &QueryKey, page: &Arc<Page>) {
-        if self.pages.get(key).is_some_and(|p| Arc::ptr_eq(&p, page)) {
+        let held = || self.pages.get(key).is_some_and(|p| Arc::ptr_eq(&p, page));
+        if held() {
             self.pages.insert(key.clone(), page.clone());
             self.pages.run_pending_tasks();
+            // The insert replaced the page with itself, which retired it.
+            if held() {
+                page.set_retired(false);
+            }
         }
     }
 
@@ -349,12 +445,17 @@ mod tests {
 
     /// A page of `rows` entries fetched with `limit`, `age` ago.
     fn page(rows: usize, limit: u32, age: Duration) -> Page {
+        page_saying("m", rows, limit, age)
+    }
+
+    /// As `page`, every entry's message `message`.
+    fn page_saying(message: &str, rows: usize, limit: u32, age: Duration) -> Page {
         let rows: Vec<_> = (0..rows as i64)
             .map(|i| RuntimeRow {
                 app_id: "a".into(),
                 timestamp_ms: 1_000_000 - i,
                 level: "info".into(),
-                message: "m".into(),
+                message: message.into(),
                 route_path: "/".into(),
                 request_id: "r".into(),
             })
@@ -433,6 +534,95 @@ mod tests {
         }
         assert_eq!(CacheResult::Shared.header(), "HIT");
         assert_eq!(CacheResult::Shared.label(), "shared");
+    }
+
+    #[tokio::test]
+    async fn a_front_serves_the_cached_page_and_never_one_the_cache_let_go_of() {
+        let c = cache();
+        let (k, mut front) = (key("f"), Front::default());
+        assert!(
+            c.hit_in(&mut front, &k, 10, None).is_none(),
+            "nothing cached"
+        );
+        let first = store(&c, &k, 10, page(10, 10, Duration::ZERO)).await;
+        for _ in 0..3 * FRONT_CHECK_EVERY {
+            let hit = c.hit_in(&mut front, &k, 10, None).expect("a fresh page");
+            assert_eq!(hit.result, CacheResult::Hit);
+            assert_eq!(hit.view.etag, first.view.etag);
+        }
+        assert!(
+            c.hit_in(&mut front, &k, 11, None).is_none(),
+            "11 > the 10 fetched"
+        );
+
+        // Replaced while something else still holds the old page: the front serves the
+        // new one, not the old one it points to.
+        let old = c.pages.get(&k).unwrap();
+        let second = store(&c, &k, 20, page_saying("new", 20, 20, Duration::ZERO)).await;
+        assert_ne!(second.view.etag, first.view.etag);
+        assert!(old.is_retired());
+        let sliced = c.hit(&k, 10, None).unwrap().view.etag;
+        assert_ne!(sliced, first.view.etag);
+        for _ in 0..FRONT_CHECK_EVERY {
+            let hit = c.hit_in(&mut front, &k, 10, None).unwrap();
+            assert_eq!(hit.view.etag, sliced, "the new page's first 10 entries");
+        }
+
+        // Evicted (invalidated here): no hit, though the front still has the key.
+        c.pages.invalidate(&k);
+        assert!(c.hit_in(&mut front, &k, 10, None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_front_keeps_a_few_keys_holds_no_page_and_checks_freshness() {
+        let c = cache();
+        let mut front = Front::default();
+        let keys: Vec<QueryKey> = (1..=FRONT_SLOTS as u32 + 1)
+            .map(|hours| QueryKey { hours, ..key("f") })
+            .collect();
+        for k in &keys {
+            store(&c, k, 10, page(1, 10, Duration::ZERO)).await;
+            assert!(c.hit_in(&mut front, k, 10, None).is_some());
+        }
+        // The fifth key took the first one's slot; all are still hits (through moka).
+        for k in &keys {
+            assert!(c.hit_in(&mut front, k, 10, None).is_some());
+        }
+        // Weak references only: with the cache's copy gone, the page is freed.
+        let held = c.pages.get(&keys[1]).unwrap();
+        let weak = Arc::downgrade(&held);
+        drop(held);
+        c.pages.invalidate(&keys[1]);
+        c.pages.run_pending_tasks();
+        c.inflight.run_pending_tasks().await;
+        assert!(
+            weak.upgrade().is_none(),
+            "no page outlives the cache's copy"
+        );
+
+        // A page past its TTL is no hit through the front either.
+        let k = key("aged");
+        store(&c, &k, 10, page(1, 10, Duration::from_secs(TTL - 1))).await;
+        assert!(c.hit_in(&mut front, &k, 10, None).is_some());
+        c.set_times(&CacheSettings {
+            ttl_seconds: TTL - 2,
+            max_bytes: 1 << 20,
+            stale_if_error_seconds: STALE,
+        });
+        assert!(c.hit_in(&mut front, &k, 10, None).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_compressed_view_keeps_the_page_served_through_the_front() {
+        let c = cache();
+        let (k, mut front) = (key("gz"), Front::default());
+        store(&c, &k, 100, page(100, 100, Duration::ZERO)).await;
+        assert!(c.hit_in(&mut front, &k, 100, None).is_some());
+        let gz = c.hit_in(&mut front, &k, 100, Some(Coding::Gzip)).unwrap();
+        assert!(gz.compressed, "this request compressed the page");
+        // The re-insert that weighs the new view replaced the page with itself.
+        assert!(!c.pages.get(&k).unwrap().is_retired());
+        assert!(c.hit_in(&mut front, &k, 100, None).is_some());
     }
 
     #[tokio::test]

@@ -1,6 +1,7 @@
 //! `Page`: a ready 200 body with the end offset of every entry, so one fetched page answers
 //! any smaller `limit` by slicing, without serializing again.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -32,6 +33,9 @@ pub struct Page {
     pub fetched_at: Instant,
     /// Compressed views made so far, by (entries in the view, coding): each is made once.
     encoded: Mutex<Vec<(usize, Coding, PageView)>>,
+    /// Set when the page cache let go of the page (replaced, evicted, expired): a shortcut
+    /// that still reaches it must not serve it.
+    retired: AtomicBool,
 }
 
 /// What one request gets out of a page: its body and the body's strong validator
@@ -85,6 +89,7 @@ impl PageBuilder {
             fetched_limit: self.limit,
             fetched_at,
             encoded: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
         }
     }
 }
@@ -117,6 +122,15 @@ impl Page {
 
     /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
     /// or it got fewer than it asked for, which means the window holds no more.
+    /// Marks the page as no longer the cache's (`retired: false` takes that back).
+    pub fn set_retired(&self, retired: bool) {
+        self.retired.store(retired, Ordering::Release);
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Acquire)
+    }
+
     pub fn covers(&self, limit: u32) -> bool {
         limit <= self.fetched_limit || self.ends.len() < self.fetched_limit as usize
     }
@@ -210,6 +224,7 @@ impl Page {
             fetched_limit,
             fetched_at,
             encoded: Mutex::new(Vec::new()),
+            retired: AtomicBool::new(false),
         })
     }
 

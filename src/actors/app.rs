@@ -2,16 +2,15 @@
 //! and hands misses to a task (which takes one of the app's query slots), so its mailbox
 //! never waits on ClickHouse.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use actix::{Actor, ActorContext, AsyncContext, Context, Handler, Message};
+use actix::{Actor, Context, Handler, Message};
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
 use super::policy::{AppPolicy, Leased, RateInfo, RateLimited};
-use crate::cache::{FetchError, Served};
+use crate::cache::{FetchError, Front, Served};
 use crate::domain::LogQuery;
 use crate::encoding::Coding;
 use crate::state::SharedCore;
@@ -45,36 +44,44 @@ pub struct Reply {
     pub outcome: Result<Served, ServeError>,
 }
 
+/// What an actor shares with the registry: the messages sent to it and not yet handled
+/// (the mailbox bound), and whether it handled one since the last sweep.
+#[derive(Default)]
+pub struct Activity {
+    pub(super) queued: AtomicUsize,
+    pub(super) touched: AtomicBool,
+}
+
 /// Called once when an actor stops, so whoever started it can forget it.
 pub type OnStop = Box<dyn FnOnce() + Send>;
 
 /// One actor of an app: on an HTTP worker thread it serves that worker's requests for
 /// the app (the app has one such actor per worker, all sharing one `AppPolicy`); on a
-/// dedicated arbiter it is the app's only actor.
+/// dedicated arbiter it is the app's only actor. It stops when the registry, finding it
+/// idle, drops its address.
 pub struct AppActor {
     on_stop: Option<OnStop>,
     core: SharedCore,
-    /// Messages sent to this actor and not yet handled (the registry's mailbox bound).
-    queued: Arc<AtomicUsize>,
+    /// Shared with the registry: the mailbox bound and the idle sweep read it.
+    activity: Arc<Activity>,
     policy: Arc<AppPolicy>,
-    idle_timeout: Duration,
-    last_seen: Instant,
+    /// The pages this actor served last, for hits that skip moka's lookup.
+    front: Front,
 }
 
 impl AppActor {
     pub fn new(
         on_stop: OnStop,
         core: SharedCore,
-        queued: Arc<AtomicUsize>,
+        activity: Arc<Activity>,
         policy: Arc<AppPolicy>,
     ) -> Self {
         Self {
-            idle_timeout: Duration::from_secs(core.settings.actors.idle_timeout_seconds),
-            last_seen: Instant::now(),
             on_stop: Some(on_stop),
             core,
-            queued,
+            activity,
             policy,
+            front: Front::default(),
         }
     }
 }
@@ -82,16 +89,8 @@ impl AppActor {
 impl Actor for AppActor {
     type Context = Context<Self>;
 
-    fn started(&mut self, ctx: &mut Self::Context) {
+    fn started(&mut self, _ctx: &mut Self::Context) {
         self.core.metrics.app_actors.inc();
-        let every =
-            (self.idle_timeout / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
-        ctx.run_interval(every, |actor, ctx| {
-            let busy = actor.policy.busy() || actor.queued.load(Ordering::Acquire) > 0;
-            if !busy && actor.last_seen.elapsed() >= actor.idle_timeout {
-                ctx.stop();
-            }
-        });
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
@@ -106,8 +105,8 @@ impl Handler<Fetch> for AppActor {
     type Result = ();
 
     fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
-        self.last_seen = Instant::now();
+        self.activity.queued.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touched.store(true, Ordering::Relaxed);
         let fleet = self.core.fleet.as_ref().filter(|fleet| fleet.is_up());
         let decided = match fleet.map(|_| self.policy.spend_lease()) {
             None => self.policy.admit(),
@@ -127,21 +126,28 @@ impl Handler<Fetch> for AppActor {
                     };
                     // Redis failed: the process's share of the quota applies.
                     let decided = grant.map_or_else(|| policy.admit(), |g| policy.settle(g));
-                    serve(&core, &policy, msg, decided);
+                    serve(&core, &policy, None, msg, decided);
                 };
                 actix::spawn(ask.instrument(span));
                 return;
             }
         };
-        serve(&self.core, &self.policy, msg, decided);
+        serve(
+            &self.core,
+            &self.policy,
+            Some(&mut self.front),
+            msg,
+            decided,
+        );
     }
 }
 
-/// Answers a request its app's limit decided on: refused, a hit at once, or a miss as a
-/// task of its own.
+/// Answers a request its app's limit decided on: refused, a hit at once (through the
+/// actor's `front` when there is one), or a miss as a task of its own.
 fn serve(
     core: &SharedCore,
     policy: &AppPolicy,
+    front: Option<&mut Front>,
     msg: Fetch,
     decided: Result<RateInfo, (RateInfo, RateLimited)>,
 ) {
@@ -156,7 +162,12 @@ fn serve(
         }
     };
     let log_type = msg.query.log_type().as_str();
-    if let Some(served) = core.cache.hit(&msg.query.key, msg.query.limit, msg.coding) {
+    let (key, limit) = (&msg.query.key, msg.query.limit);
+    let hit = match front {
+        Some(front) => core.cache.hit_in(front, key, limit, msg.coding),
+        None => core.cache.hit(key, limit, msg.coding),
+    };
+    if let Some(served) = hit {
         core.count_served(log_type, &served);
         let _ = msg.reply.send(Reply {
             rate,

@@ -1,5 +1,5 @@
 //! `Registry`: app_id -> the app's actor. Starts actors on first use, spreads them over
-//! arbiters, and forgets them when they stop.
+//! arbiters, stops idle ones and forgets them.
 //!
 //! With `actors.arbiters = 0` (the default) the HTTP workers' own arbiters host the actors,
 //! and each worker gets its own actor for an app, so a request never crosses threads to
@@ -8,13 +8,14 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use actix::dev::{channel, SendError};
 use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
-use super::app::{AppActor, Fetch};
+use super::app::{Activity, AppActor, Fetch};
 use super::policy::{AppPolicy, RateInfo};
 use crate::state::SharedCore;
 
@@ -46,11 +47,30 @@ enum Sent {
     Closed(Fetch, u64),
 }
 
-/// A live actor: its address and the count of messages sent but not yet handled.
+/// A live actor: its address, what it has been doing, and its app's policy.
 struct Entry {
     generation: u64,
     addr: Addr<AppActor>,
-    queued: Arc<AtomicUsize>,
+    activity: Arc<Activity>,
+    policy: Arc<AppPolicy>,
+    /// When the sweep last found the actor touched, in ms since the registry's `epoch`.
+    quiet_since_ms: AtomicU64,
+}
+
+impl Entry {
+    /// Whether the actor has handled nothing for `idle` (as of `now_ms`), has nothing
+    /// queued, and its app has no query under way; a touch since the last sweep restarts
+    /// its quiet time.
+    fn idle(&self, now_ms: u64, idle: Duration) -> bool {
+        if self.activity.touched.swap(false, Ordering::AcqRel) {
+            self.quiet_since_ms.store(now_ms, Ordering::Relaxed);
+            return false;
+        }
+        let quiet = now_ms.saturating_sub(self.quiet_since_ms.load(Ordering::Relaxed));
+        quiet >= idle.as_millis() as u64
+            && self.activity.queued.load(Ordering::Acquire) == 0
+            && !self.policy.busy()
+    }
 }
 
 /// An app's shared policy and how many of its actors live.
@@ -68,7 +88,7 @@ type Hasher = foldhash::fast::RandomState;
 #[derive(Default)]
 struct Maps {
     /// The live actors, sharded so lookups of different apps do not contend.
-    actors: DashMap<(usize, Arc<str>), Arc<Entry>, Hasher>,
+    actors: DashMap<(usize, Arc<str>), Entry, Hasher>,
     apps: DashMap<Arc<str>, App, Hasher>,
 }
 
@@ -94,23 +114,33 @@ pub struct Registry {
     next_arbiter: AtomicUsize,
     generation: AtomicU64,
     mailbox_capacity: usize,
+    /// The clock of the entries' quiet times.
+    epoch: Instant,
+    /// The task that stops idle actors, aborted with the registry.
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Registry {
     /// With `actors.arbiters` > 0, starts that many dedicated arbiter threads (needs a
     /// running actix System); with 0, actors live on the threads that call
-    /// `host_current_thread` (the HTTP workers).
+    /// `host_current_thread` (the HTTP workers). Either way it must be called on an actix
+    /// arbiter: the sweep of idle actors runs there.
     pub fn new(core: SharedCore) -> Self {
         let arbiters: Vec<Arbiter> = (0..core.settings.actors.arbiters)
             .map(|_| Arbiter::new())
             .collect();
+        let maps = Arc::<Maps>::default();
+        let epoch = Instant::now();
+        let idle = Duration::from_secs(core.settings.actors.idle_timeout_seconds);
         Self {
             hosts: RwLock::new(arbiters.iter().map(Arbiter::handle).collect()),
             arbiters,
-            maps: Arc::default(),
+            sweeper: Some(actix::spawn(sweep(Arc::downgrade(&maps), epoch, idle))),
+            maps,
             next_arbiter: AtomicUsize::new(0),
             generation: AtomicU64::new(0),
             mailbox_capacity: core.settings.actors.mailbox_capacity,
+            epoch,
             core,
         }
     }
@@ -165,15 +195,16 @@ impl Registry {
 
     /// Queues `msg` for `entry`'s actor, within the mailbox bound.
     fn try_send(&self, entry: &Entry, msg: Fetch) -> Sent {
-        if entry.queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
-            entry.queued.fetch_sub(1, Ordering::AcqRel);
+        let queued = &entry.activity.queued;
+        if queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
+            queued.fetch_sub(1, Ordering::AcqRel);
             return Sent::Full;
         }
         // The count above is the bound; actix's own queue is unbounded and never parks.
         match entry.addr.try_send(msg) {
             Ok(()) => Sent::Queued,
             Err(SendError::Full(back) | SendError::Closed(back)) => {
-                entry.queued.fetch_sub(1, Ordering::AcqRel);
+                queued.fetch_sub(1, Ordering::AcqRel);
                 Sent::Closed(back, entry.generation)
             }
         }
@@ -195,7 +226,7 @@ impl Registry {
         }
     }
 
-    fn start(&self, key: (usize, Arc<str>)) -> Arc<Entry> {
+    fn start(&self, key: (usize, Arc<str>)) -> Entry {
         let generation = self.generation.fetch_add(1, Ordering::Relaxed);
         let host = {
             let hosts = self.hosts.read().unwrap_or_else(|e| e.into_inner());
@@ -218,19 +249,21 @@ impl Registry {
         let maps = self.maps.clone();
         let on_stop = Box::new(move || maps.forget(&key, generation));
         let core = self.core.clone();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let counter = queued.clone();
+        let activity = Arc::new(Activity::default());
+        let (shared, app_policy) = (activity.clone(), policy.clone());
         // Capacity 0: actix never parks the sender; `queued` is the mailbox bound.
         let (tx, rx) = channel::channel(0);
         host.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
-            actix::spawn(ctx.into_future(AppActor::new(on_stop, core, counter, policy)));
+            actix::spawn(ctx.into_future(AppActor::new(on_stop, core, shared, app_policy)));
         });
-        Arc::new(Entry {
+        Entry {
             generation,
             addr: Addr::new(tx),
-            queued,
-        })
+            activity,
+            policy,
+            quiet_since_ms: AtomicU64::new(self.epoch.elapsed().as_millis() as u64),
+        }
     }
 }
 
@@ -267,8 +300,26 @@ impl Registry {
     }
 }
 
+/// Every `idle / 4` (50 ms to 30 s), drops the entries of actors idle for `idle`: with its
+/// last address gone and nothing queued, an actor stops, and its `OnStop` forgets it. One
+/// task for all actors, so an actor has no timer of its own to poll on every message.
+async fn sweep(maps: Weak<Maps>, epoch: Instant, idle: Duration) {
+    let every = (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(maps) = maps.upgrade() else { return };
+        let now_ms = epoch.elapsed().as_millis() as u64;
+        maps.actors.retain(|_, entry| !entry.idle(now_ms, idle));
+    }
+}
+
 impl Drop for Registry {
     fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.abort();
+        }
         for arbiter in &self.arbiters {
             arbiter.stop();
         }
