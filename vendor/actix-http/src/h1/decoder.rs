@@ -258,7 +258,8 @@ impl MessageType for Request {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
-        let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
+        // Left uninitialized: zeroing 96 indices (3 KiB) cost a memset per message.
+        let mut headers = [MaybeUninit::<HeaderIndex>::uninit(); MAX_HEADERS];
 
         let (len, method, uri, ver, h_len) = {
             // SAFETY:
@@ -300,9 +301,10 @@ impl MessageType for Request {
         };
 
         let mut msg = Request::new();
+        let headers = HeaderIndex::recorded(&headers, h_len);
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers[..h_len], ver)?;
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), headers, ver)?;
 
         // disallow HTTP/1.1 requests that do not contain a Host header
         // see https://datatracker.ietf.org/doc/html/rfc9112#section-3.2
@@ -381,7 +383,8 @@ impl MessageType for ResponseHead {
     }
 
     fn decode(src: &mut BytesMut) -> Result<Option<(Self, PayloadType)>, ParseError> {
-        let mut headers: [HeaderIndex; MAX_HEADERS] = EMPTY_HEADER_INDEX_ARRAY;
+        // Left uninitialized: zeroing 96 indices (3 KiB) cost a memset per message.
+        let mut headers = [MaybeUninit::<HeaderIndex>::uninit(); MAX_HEADERS];
 
         let (len, ver, status, h_len) = {
             // SAFETY:
@@ -426,9 +429,10 @@ impl MessageType for ResponseHead {
 
         let mut msg = ResponseHead::new(status);
         msg.version = ver;
+        let headers = HeaderIndex::recorded(&headers, h_len);
 
         // convert headers
-        let mut length = msg.set_headers(&src.split_to(len).freeze(), &headers[..h_len], ver)?;
+        let mut length = msg.set_headers(&src.split_to(len).freeze(), headers, ver)?;
 
         // Remove CL value if 0 now that all headers and HTTP/1.0 special cases are processed.
         // Protects against some request smuggling attacks.
@@ -463,29 +467,34 @@ pub(crate) struct HeaderIndex {
     pub(crate) value: (usize, usize),
 }
 
-pub(crate) const EMPTY_HEADER_INDEX: HeaderIndex = HeaderIndex {
-    name: (0, 0),
-    value: (0, 0),
-};
-
-pub(crate) const EMPTY_HEADER_INDEX_ARRAY: [HeaderIndex; MAX_HEADERS] =
-    [EMPTY_HEADER_INDEX; MAX_HEADERS];
-
 impl HeaderIndex {
+    /// Writes the index of each of `headers` (at most `indices.len()`) into `indices`, from
+    /// the first; `recorded` reads them back.
     pub(crate) fn record(
         bytes: &[u8],
         headers: &[httparse::Header<'_>],
-        indices: &mut [HeaderIndex],
+        indices: &mut [MaybeUninit<HeaderIndex>],
     ) {
         let bytes_ptr = bytes.as_ptr() as usize;
-        for (header, indices) in headers.iter().zip(indices.iter_mut()) {
+        for (header, index) in headers.iter().zip(indices.iter_mut()) {
             let name_start = header.name.as_ptr() as usize - bytes_ptr;
             let name_end = name_start + header.name.len();
-            indices.name = (name_start, name_end);
             let value_start = header.value.as_ptr() as usize - bytes_ptr;
             let value_end = value_start + header.value.len();
-            indices.value = (value_start, value_end);
+            index.write(HeaderIndex {
+                name: (name_start, name_end),
+                value: (value_start, value_end),
+            });
         }
+    }
+
+    /// The first `len` of `indices`, which `record` wrote (`len` is the count of headers it
+    /// was given, at most `indices.len()`).
+    pub(crate) fn recorded(indices: &[MaybeUninit<HeaderIndex>], len: usize) -> &[HeaderIndex] {
+        let initialized = &indices[..len];
+        // SAFETY: `record` initialized every entry below `len`; `HeaderIndex` is plain data
+        // with the same layout as `MaybeUninit<HeaderIndex>`.
+        unsafe { std::slice::from_raw_parts(initialized.as_ptr().cast::<HeaderIndex>(), len) }
     }
 }
 
