@@ -4,6 +4,7 @@ use actix_web::body::BoxBody;
 use actix_web::http::header::{self, HeaderValue, IfNoneMatch};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage as _, HttpRequest, HttpResponse, ResponseError as _};
+use bytes::BytesMut;
 use tokio::sync::oneshot;
 
 use super::context::{RequestId, Tenant};
@@ -41,7 +42,8 @@ pub async fn get_logs(
     // From here on the caller may see the app's quota, on refusals too.
     let refused = |error: ApiError| {
         let mut response = error.error_response();
-        set_rate_headers(response.headers_mut(), state.registry.rate_info(app_id));
+        let rate = state.registry.rate_info(app_id);
+        set_rate_headers(response.headers_mut(), &mut Numbers::new(), rate);
         Ok(response)
     };
     let query = match parse_query(app_id.into(), req.query_string(), &live.levels) {
@@ -71,8 +73,9 @@ pub async fn get_logs(
         .await
         .map_err(|_| ApiError::Internal("the app actor dropped a request".into()))?;
 
+    let mut numbers = Numbers::new();
     let mut response = match outcome {
-        Ok(served) => respond(&req, served),
+        Ok(served) => respond(&req, served, &mut numbers),
         Err(error) => {
             if let ServeError::Fetch(FetchError::Overloaded) = error {
                 state.core.metrics.count_overload(Overload::QuerySlots);
@@ -80,12 +83,12 @@ pub async fn get_logs(
             ApiError::from(error).error_response()
         }
     };
-    set_rate_headers(response.headers_mut(), rate);
+    set_rate_headers(response.headers_mut(), &mut numbers, rate);
     Ok(response)
 }
 
 /// 200 with the page, or 304 when the client's `If-None-Match` names its ETag.
-fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
+fn respond(req: &HttpRequest, served: Served, numbers: &mut Numbers) -> HttpResponse {
     let not_modified = req.headers().contains_key(header::IF_NONE_MATCH) && {
         let tag = served
             .view
@@ -116,7 +119,10 @@ fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
         );
     }
     headers.insert(header::ETAG, served.view.etag);
-    headers.insert(header::CACHE_CONTROL, cache_control(served.max_age));
+    headers.insert(
+        header::CACHE_CONTROL,
+        numbers.value(b"private, max-age=", served.max_age),
+    );
     headers.insert(X_CACHE, HeaderValue::from_static(served.result.header()));
     if not_modified {
         response
@@ -131,13 +137,25 @@ fn respond(req: &HttpRequest, served: Served) -> HttpResponse {
 
 const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 
-/// `private, max-age={max_age}`, written without the formatting machinery.
-fn cache_control(max_age: u64) -> HeaderValue {
-    const PREFIX: &[u8] = b"private, max-age=";
-    let mut out = [0u8; PREFIX.len() + 20];
-    out[..PREFIX.len()].copy_from_slice(PREFIX);
-    let len = PREFIX.len() + write_decimal(&mut out[PREFIX.len()..], max_age);
-    HeaderValue::from_bytes(&out[..len]).expect("ASCII digits")
+/// Header values that are a number after a fixed prefix, written into one buffer: an
+/// answer's four of them (`Cache-Control` and the rate headers) cost one allocation, where
+/// `HeaderValue::from(u64)` makes one each.
+struct Numbers(BytesMut);
+
+impl Numbers {
+    fn new() -> Self {
+        // Room for the four values at their longest.
+        Self(BytesMut::with_capacity(128))
+    }
+
+    /// `prefix` then `n` in decimal.
+    fn value(&mut self, prefix: &[u8], n: u64) -> HeaderValue {
+        let mut digits = [0u8; 20];
+        let len = write_decimal(&mut digits, n);
+        self.0.extend_from_slice(prefix);
+        self.0.extend_from_slice(&digits[..len]);
+        HeaderValue::from_maybe_shared(self.0.split().freeze()).expect("ASCII prefix and digits")
+    }
 }
 
 /// Writes `n` in decimal at the start of `out` (20 bytes hold any u64); its length.
@@ -157,7 +175,7 @@ fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
     len
 }
 
-fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
+fn set_rate_headers(headers: &mut header::HeaderMap, numbers: &mut Numbers, rate: RateInfo) {
     const NAMES: [header::HeaderName; 3] = [
         header::HeaderName::from_static("x-ratelimit-limit"),
         header::HeaderName::from_static("x-ratelimit-remaining"),
@@ -169,7 +187,7 @@ fn set_rate_headers(headers: &mut header::HeaderMap, rate: RateInfo) {
         rate.reset_seconds,
     ];
     for (name, value) in NAMES.into_iter().zip(values) {
-        headers.insert(name, HeaderValue::from(value));
+        headers.insert(name, numbers.value(b"", value));
     }
 }
 
@@ -209,12 +227,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cache_control_reads_as_format_writes_it() {
-        for max_age in [0, 7, 10, 3599, u64::MAX] {
+    fn numbers_read_as_format_writes_them() {
+        let mut numbers = Numbers::new();
+        for n in [0, 7, 10, 3599, u64::MAX] {
             assert_eq!(
-                cache_control(max_age),
-                format!("private, max-age={max_age}").as_str()
+                numbers.value(b"private, max-age=", n),
+                format!("private, max-age={n}").as_str()
             );
+            assert_eq!(numbers.value(b"", n), n.to_string().as_str());
         }
     }
 }
