@@ -844,8 +844,9 @@ async fn misses(http: &reqwest::Client, base: &str) -> f64 {
 }
 
 /// Scenario h: hits spread over 1,000 cached apps against one app, and nginx `proxy_cache`
-/// serving the same 1,000 URLs; each server on CPU 0, wrk (1 thread) on CPU 1; alternating
-/// rounds; server CPU time per request read from `/proc`; every logproxy request a hit.
+/// serving the same 1,000 URLs (and, as a control, one of them); each server on CPU 0, wrk
+/// (1 thread) on CPU 1; alternating rounds; server CPU time per request read from `/proc`;
+/// every logproxy request a hit.
 async fn many_apps_pinned() {
     install_wrk_if_missing();
     let ch_url = ensure_clickhouse();
@@ -894,8 +895,10 @@ async fn many_apps_pinned() {
             &nginx.base,
             THOUSAND_APPS_LUA,
         ),
+        // The control: what 1,000 bodies instead of one cost a server with no actors.
+        ("nginx, 1 URL", nginx_pid, &nginx.base, ONE_APP_LUA),
     ];
-    let mut per_request: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    let mut per_request: Vec<Vec<f64>> = vec![Vec::new(); sides.len()];
     let misses_before = misses(&http, &service.base).await;
     for round in 1..=rounds() {
         for (i, (name, pid, base, lua)) in sides.iter().enumerate() {
@@ -919,6 +922,11 @@ async fn many_apps_pinned() {
     println!(
         "  CPU per hit, nginx / logproxy (1,000) {:.2}   (target >= 1.5)",
         m[2] / m[1]
+    );
+    println!(
+        "  control: nginx, 1,000 URLs / 1 URL  {:.2}   (nginx 1 URL {:.1} us)",
+        m[2] / m[3],
+        m[3]
     );
 }
 
