@@ -120,8 +120,6 @@ impl Page {
         page.finish(now)
     }
 
-    /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
-    /// or it got fewer than it asked for, which means the window holds no more.
     /// Marks the page as no longer the cache's (`retired: false` takes that back).
     pub fn set_retired(&self, retired: bool) {
         self.retired.store(retired, Ordering::Release);
@@ -131,6 +129,8 @@ impl Page {
         self.retired.load(Ordering::Acquire)
     }
 
+    /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
+    /// or it got fewer than it asked for, which means the window holds no more.
     pub fn covers(&self, limit: u32) -> bool {
         limit <= self.fetched_limit || self.ends.len() < self.fetched_limit as usize
     }
