@@ -150,29 +150,11 @@ impl Numbers {
 
     /// `prefix` then `n` in decimal.
     fn value(&mut self, prefix: &[u8], n: u64) -> HeaderValue {
-        let mut digits = [0u8; 20];
-        let len = write_decimal(&mut digits, n);
         self.0.extend_from_slice(prefix);
-        self.0.extend_from_slice(&digits[..len]);
+        self.0
+            .extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
         HeaderValue::from_maybe_shared(self.0.split().freeze()).expect("ASCII prefix and digits")
     }
-}
-
-/// Writes `n` in decimal at the start of `out` (20 bytes hold any u64); its length.
-fn write_decimal(out: &mut [u8], mut n: u64) -> usize {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let len = digits.len() - i;
-    out[..len].copy_from_slice(&digits[i..]);
-    len
 }
 
 fn set_rate_headers(headers: &mut header::HeaderMap, numbers: &mut Numbers, rate: RateInfo) {
