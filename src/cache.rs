@@ -43,10 +43,6 @@ impl CacheResult {
     /// Every `result` label value, in the order the variants are declared.
     pub const LABELS: [&'static str; 5] = ["hit", "miss", "stale", "coalesced", "shared"];
 
-    pub fn label(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
-
     pub fn header(self) -> &'static str {
         match self {
             CacheResult::Hit | CacheResult::Shared => "HIT",
@@ -533,7 +529,7 @@ mod tests {
             assert_eq!(c.hit(&key(app), 10, None).unwrap().result, CacheResult::Hit);
         }
         assert_eq!(CacheResult::Shared.header(), "HIT");
-        assert_eq!(CacheResult::Shared.label(), "shared");
+        assert_eq!(CacheResult::LABELS[CacheResult::Shared as usize], "shared");
     }
 
     #[tokio::test]

@@ -267,16 +267,10 @@ impl Metrics {
         metrics
     }
 
-    /// Counts one answer of `log_type` (a `LogType::as_str`) in
-    /// `logproxy_cache_requests_total`.
-    pub fn count_cache(&self, log_type: &str, result: CacheResult) {
-        match LogType::ALL.iter().position(|t| t.as_str() == log_type) {
-            Some(index) => self.cache_counts[index][result as usize].inc(),
-            None => self
-                .cache_requests
-                .with_label_values(&[log_type, result.label()])
-                .inc(),
-        }
+    /// Counts one answer of `log_type` in `logproxy_cache_requests_total`.
+    pub fn count_cache(&self, log_type: LogType, result: CacheResult) {
+        // `LogType::ALL` and `CacheResult::LABELS` are in declaration order.
+        self.cache_counts[log_type as usize][result as usize].inc();
     }
 
     /// Counts one HTTP answer in `logproxy_http_requests_total` and its time in
@@ -380,8 +374,8 @@ mod tests {
         let unmatched = r#"logproxy_http_requests_total{route="unmatched",status="404"}"#;
         assert_eq!(series(&a, unmatched), Some(1.0));
 
-        a.count_cache("runtime", CacheResult::Hit);
-        a.count_cache("requests", CacheResult::Coalesced);
+        a.count_cache(LogType::Runtime, CacheResult::Hit);
+        a.count_cache(LogType::Requests, CacheResult::Coalesced);
         let hit = r#"logproxy_cache_requests_total{log_type="runtime",result="hit"}"#;
         let coalesced = r#"logproxy_cache_requests_total{log_type="requests",result="coalesced"}"#;
         assert_eq!(

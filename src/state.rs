@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::cache::{FetchError, Fetched, PageCache};
 use crate::clickhouse::{ChClient, Replicas};
 use crate::config::{CorsSettings, RateLimitSettings, Settings};
-use crate::domain::LogQuery;
+use crate::domain::{LogQuery, LogType};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
@@ -197,7 +197,7 @@ impl Core {
     }
 
     /// Counts an answer in the cache metrics, and the compression it did, if any.
-    pub fn count_served(&self, log_type: &str, served: &crate::cache::Served) {
+    pub fn count_served(&self, log_type: LogType, served: &crate::cache::Served) {
         self.metrics.count_cache(log_type, served.result);
         if let (true, Some(coding)) = (served.compressed, served.coding) {
             self.metrics

@@ -161,7 +161,7 @@ fn serve(
             return;
         }
     };
-    let log_type = msg.query.log_type().as_str();
+    let log_type = msg.query.log_type();
     let (key, limit) = (&msg.query.key, msg.query.limit);
     let hit = match front {
         Some(front) => core.cache.hit_in(front, key, limit, msg.coding),
