@@ -186,13 +186,7 @@ impl<C: Clock + Clone> AppPolicy<C> {
             if now < until {
                 drop(lease);
                 self.refused.inc();
-                let quota = self.fleet_quota();
-                let refusal = RateLimited {
-                    limit: quota.requests_per_second,
-                    burst: quota.burst,
-                    retry_after: ceil_seconds(until - now).max(1),
-                };
-                return Leased::Refused(rate, refusal);
+                return Leased::Refused(rate, self.fleet_refusal(until - now));
             }
             lease.refused_until = None;
         }
@@ -205,6 +199,16 @@ impl<C: Clock + Clone> AppPolicy<C> {
                 })
             }
             _ => Leased::Ask,
+        }
+    }
+
+    /// The fleet's refusal of a request that could be admitted in `wait`.
+    fn fleet_refusal(&self, wait: Duration) -> RateLimited {
+        let quota = self.fleet_quota();
+        RateLimited {
+            limit: quota.requests_per_second,
+            burst: quota.burst,
+            retry_after: ceil_seconds(wait).max(1),
         }
     }
 
@@ -225,12 +229,7 @@ impl<C: Clock + Clone> AppPolicy<C> {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .refused_until = Some((Instant::now() + wait, rate));
-            let refusal = RateLimited {
-                limit: quota.requests_per_second,
-                burst: quota.burst,
-                retry_after: grant.retry_after_us.div_ceil(1_000_000).max(1),
-            };
-            return Err((rate, refusal));
+            return Err((rate, self.fleet_refusal(wait)));
         }
         let leased = grant.admitted - 1;
         let now = Instant::now();

@@ -47,7 +47,7 @@ impl Op {
 #[derive(Clone)]
 pub struct FleetMetrics {
     /// By `Op`, in `Op::LABELS` order.
-    pub errors: [IntCounter; 4],
+    pub errors: [IntCounter; Op::LABELS.len()],
     /// 1 while Redis answers, 0 while the process goes on alone.
     pub up: IntGauge,
 }
