@@ -76,10 +76,15 @@ scopes = ["logs:read"]
 /// HTTP workers of the service and of the static route (`LOAD_WORKERS`, default 1: on a
 /// 2-core machine the generator needs the other core).
 fn workers() -> usize {
-    std::env::var("LOAD_WORKERS")
+    env_number("LOAD_WORKERS", 1)
+}
+
+/// The number in the environment variable `name`, or `default` when it is unset or not one.
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(1)
+        .unwrap_or(default)
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -305,10 +310,7 @@ fn ensure_clickhouse() -> String {
 
 /// Each wrk scenario's length (`LOAD_SECONDS`, default 10).
 fn load_seconds() -> u64 {
-    std::env::var("LOAD_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10)
+    env_number("LOAD_SECONDS", 10)
 }
 
 fn install_wrk_if_missing() {
@@ -826,10 +828,7 @@ const PINNED_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Rounds of scenario h (`LOAD_ROUNDS`, default 3): the median of an odd count is a run.
 fn rounds() -> usize {
-    std::env::var("LOAD_ROUNDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+    env_number("LOAD_ROUNDS", 3)
 }
 
 /// Runtime-log requests the service answered other than from a fresh page so far.
