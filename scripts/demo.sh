@@ -72,9 +72,6 @@ for name in "$DB" "$RUNTIME" "$REQUESTS"; do
     [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "not a plain identifier: $name"
 done
 
-# sql URL STATEMENT: one statement through the HTTP interface; prints the result (TSV).
-sql() { curl -fsS --max-time 60 "$1/" --data-binary "$2"; }
-
 # --------------------------------------------------------------------- build ---
 need_cargo
 log "cargo build --release (a few minutes the first time)"

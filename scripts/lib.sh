@@ -68,6 +68,9 @@ wait_http() {
     done
 }
 
+# sql URL STATEMENT: one statement through ClickHouse's HTTP interface; prints the result (TSV).
+sql() { curl -fsS --max-time 60 "$1/" --data-binary "$2"; }
+
 port_in_use() {
     # shellcheck disable=SC2016   # $0 and $1 are expanded by the inner bash
     timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "${2:-127.0.0.1}" "$1" 2>/dev/null

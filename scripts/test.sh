@@ -46,9 +46,9 @@ scripts/clickhouse.sh start "${ports[@]}" >/dev/null
 # The databases earlier runs' tests left on the servers started here (their data folders
 # persist): a thousand of them kept ClickHouse 18.16's background pool at a quarter of a core.
 for port in "${started[@]}"; do
-    for db in $(curl -sf "http://127.0.0.1:$port/" \
-        --data-binary "SELECT name FROM system.databases WHERE name LIKE 'lp_test_%'"); do
-        curl -sf "http://127.0.0.1:$port/" --data-binary "DROP DATABASE IF EXISTS $db" >/dev/null
+    url="http://127.0.0.1:$port"
+    for db in $(sql "$url" "SELECT name FROM system.databases WHERE name LIKE 'lp_test_%'"); do
+        sql "$url" "DROP DATABASE IF EXISTS $db" >/dev/null
     done
 done
 
