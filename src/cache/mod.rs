@@ -1,0 +1,302 @@
+//! The page cache: moka, keyed by the normalized request without `limit` (a longer page
+//! answers a shorter one), single-flight per key and limit, stale-if-error.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::sync::Cache;
+
+use crate::clickhouse::QueryError;
+use crate::config::CacheSettings;
+use crate::domain::QueryKey;
+use crate::encoding::Coding;
+use crate::page::{Page, PageView};
+
+mod front;
+mod times;
+
+pub use front::Front;
+use front::FRONT_CHECK_EVERY;
+use times::{ExpireWith, Times};
+
+/// Why the miss path produced no page. Every variant is a failure a stale page may stand
+/// in for: the store is down, slow, failing or busy.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Upstream(#[from] QueryError),
+    /// No query slot (of the app or of the process) freed within `queue_timeout_ms`.
+    #[error("no query slot within the queue timeout")]
+    Overloaded,
+}
+
+/// How a request was answered, for `X-Cache` and `logproxy_cache_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheResult {
+    Hit,
+    Miss,
+    Stale,
+    /// Waited on another request's query (of this process or, with Redis, of the fleet);
+    /// `MISS` in the header.
+    Coalesced,
+    /// A page another proxy of the fleet fetched, found in Redis; `HIT` in the header.
+    Shared,
+}
+
+impl CacheResult {
+    /// Every `result` label value, in the order the variants are declared.
+    pub const LABELS: [&'static str; 5] = ["hit", "miss", "stale", "coalesced", "shared"];
+
+    pub fn header(self) -> &'static str {
+        match self {
+            CacheResult::Hit | CacheResult::Shared => "HIT",
+            CacheResult::Miss | CacheResult::Coalesced => "MISS",
+            CacheResult::Stale => "STALE",
+        }
+    }
+}
+
+/// Where the page of a miss came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// This request's own query.
+    Query,
+    /// The fleet's cache (Redis): fetched by another proxy before this request came.
+    FleetCache,
+    /// Another proxy's query, which this request waited for.
+    FleetQuery,
+}
+
+/// The page of a miss and where it came from.
+#[derive(Debug)]
+pub struct Fetched {
+    pub page: Page,
+    pub origin: Origin,
+}
+
+/// A body ready to send, how it was found, and how many whole seconds it stays fresh.
+#[derive(Debug, Clone)]
+pub struct Served {
+    pub view: PageView,
+    /// The content coding of `view.body` (`None`: identity).
+    pub coding: Option<Coding>,
+    /// Whether this request compressed it (every later one reuses it).
+    pub compressed: bool,
+    pub result: CacheResult,
+    pub max_age: u64,
+}
+
+pub struct PageCache {
+    /// Hashed with foldhash rather than SipHash: every hit hashes its key here.
+    pages: Cache<QueryKey, Arc<Page>, foldhash::fast::RandomState>,
+    /// Queries under way; a second request for the same key and limit waits on the first.
+    inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
+    times: Arc<Times>,
+    max_bytes: u64,
+    /// Bodies shorter than this go uncompressed.
+    min_compress: usize,
+}
+
+impl PageCache {
+    pub fn new(settings: &CacheSettings, min_compress: usize) -> Self {
+        let times = Arc::new(Times::new(settings));
+        let pages = Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(|_, page: &Arc<Page>| page.weight().try_into().unwrap_or(u32::MAX))
+            .expire_after(ExpireWith(times.clone()))
+            // Whatever the cause, a page the cache lets go of is no longer served through a
+            // `Front`.
+            .eviction_listener(|_, page: Arc<Page>, _| page.set_retired(true))
+            .build_with_hasher(foldhash::fast::RandomState::default());
+        let inflight = moka::future::Cache::builder()
+            .time_to_live(Duration::from_secs(1))
+            .build();
+        Self {
+            pages,
+            inflight,
+            times,
+            max_bytes: settings.max_bytes,
+            min_compress,
+        }
+    }
+
+    /// Applies reloaded TTLs to the next request (`max_bytes` needs a restart).
+    pub fn set_times(&self, settings: &CacheSettings) {
+        self.times.set(settings);
+    }
+
+    /// `(ttl, keep)`: how long a page is fresh, and kept in all (with the stale window).
+    pub fn times(&self) -> (Duration, Duration) {
+        (self.times.ttl(), self.times.keep())
+    }
+
+    /// Keeps `page` (from the fleet, no longer fresh) to stand in for a failed query, if
+    /// this process holds no page for `key`.
+    pub fn offer(&self, key: &QueryKey, page: Page) {
+        if self.pages.get(key).is_none() && page.fetched_at.elapsed() < self.times.keep() {
+            self.store(key.clone(), &Arc::new(page));
+        }
+    }
+
+    /// A fresh page that answers `limit`, if the cache has one: the hit path, no await.
+    pub fn hit(&self, key: &QueryKey, limit: u32, coding: Option<Coding>) -> Option<Served> {
+        let page = self.fresh(key, limit, Instant::now())?;
+        Some(self.serve(key, &page, limit, coding, CacheResult::Hit))
+    }
+
+    /// As `hit`, looking first in an actor's `front`: the same freshness and coverage
+    /// checks, without moka's lookup. Every `FRONT_CHECK_EVERY`th hit of the front, and any
+    /// key it lacks, goes through moka, which refills the front.
+    pub fn hit_in(
+        &self,
+        front: &mut Front,
+        key: &QueryKey,
+        limit: u32,
+        coding: Option<Coding>,
+    ) -> Option<Served> {
+        let now = Instant::now();
+        front.hits = front.hits.wrapping_add(1);
+        if !front.hits.is_multiple_of(FRONT_CHECK_EVERY) {
+            if let Some(page) = front.get(key) {
+                if !page.is_retired() && self.answers(&page, limit, now) {
+                    return Some(self.serve(key, &page, limit, coding, CacheResult::Hit));
+                }
+            }
+        }
+        let page = self.fresh(key, limit, now)?;
+        front.put(key, &page);
+        Some(self.serve(key, &page, limit, coding, CacheResult::Hit))
+    }
+
+    /// The miss path: one `fetch` per key and limit however many requests ask at once; on an
+    /// upstream failure, a stale page (within `stale_if_error_seconds`) instead of the error.
+    pub async fn get_or_fetch<F, Fut>(
+        &self,
+        key: QueryKey,
+        limit: u32,
+        coding: Option<Coding>,
+        fetch: F,
+    ) -> Result<Served, FetchError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Fetched, FetchError>>,
+    {
+        // Set when this request's own fetch produced the page (it led the flight).
+        let origin = std::sync::OnceLock::new();
+        let flight = (key.clone(), limit);
+        let outcome = self
+            .inflight
+            .try_get_with_by_ref(&flight, async {
+                // A query for this key may have finished between our miss and now.
+                if let Some(page) = self.fresh(&key, limit, Instant::now()) {
+                    return Ok(page);
+                }
+                let fetched = fetch().await?;
+                let _ = origin.set(fetched.origin);
+                let page = Arc::new(fetched.page);
+                self.store(key.clone(), &page);
+                Ok::<_, FetchError>(page)
+            })
+            .await;
+        if origin.get().is_some() {
+            // Later requests must read the page cache, not this finished flight. (A failed
+            // flight is not kept: moka caches no error.)
+            self.inflight.invalidate(&flight).await;
+        }
+        match outcome {
+            Ok(page) => {
+                let result = match origin.get() {
+                    Some(Origin::FleetCache) => CacheResult::Shared,
+                    Some(Origin::Query) => CacheResult::Miss,
+                    Some(Origin::FleetQuery) | None => CacheResult::Coalesced,
+                };
+                Ok(self.serve(&key, &page, limit, coding, result))
+            }
+            Err(error) => {
+                // Every fetch failure is one a stale page may stand in for.
+                match self.usable_stale(&key, limit) {
+                    Some(page) => Ok(self.serve(&key, &page, limit, coding, CacheResult::Stale)),
+                    None => Err(Arc::unwrap_or_clone(error)),
+                }
+            }
+        }
+    }
+
+    fn fresh(&self, key: &QueryKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
+        let page = self.pages.get(key)?;
+        self.answers(&page, limit, now).then_some(page)
+    }
+
+    /// Whether `page` is fresh at `now` and covers `limit`.
+    fn answers(&self, page: &Page, limit: u32, now: Instant) -> bool {
+        now.saturating_duration_since(page.fetched_at) < self.times.ttl() && page.covers(limit)
+    }
+
+    fn usable_stale(&self, key: &QueryKey, limit: u32) -> Option<Arc<Page>> {
+        let page = self.pages.get(key)?;
+        (page.fetched_at.elapsed() < self.times.keep() && page.covers(limit)).then_some(page)
+    }
+
+    fn serve(
+        &self,
+        key: &QueryKey,
+        page: &Arc<Page>,
+        limit: u32,
+        coding: Option<Coding>,
+        result: CacheResult,
+    ) -> Served {
+        let (view, coding, compressed) = page.representation(limit, coding, self.min_compress);
+        if compressed {
+            self.reweigh(key, page);
+        }
+        let max_age = match result {
+            CacheResult::Stale => 0,
+            _ => self
+                .times
+                .ttl()
+                .saturating_sub(page.fetched_at.elapsed())
+                .as_secs(),
+        };
+        Served {
+            view,
+            coding,
+            compressed,
+            result,
+            max_age,
+        }
+    }
+
+    /// Puts `page` back under `key` so moka weighs the compressed view it gained, if the
+    /// cache still holds this very page.
+    fn reweigh(&self, key: &QueryKey, page: &Arc<Page>) {
+        let held = || self.pages.get(key).is_some_and(|p| Arc::ptr_eq(&p, page));
+        if held() {
+            self.pages.insert(key.clone(), page.clone());
+            self.pages.run_pending_tasks();
+            // The insert replaced the page with itself, which retired it.
+            if held() {
+                page.set_retired(false);
+            }
+        }
+    }
+
+    fn store(&self, key: QueryKey, page: &Arc<Page>) {
+        // A body larger than the whole budget is served but never cached.
+        if self.times.ttl().is_zero() || page.weight() as u64 > self.max_bytes {
+            return;
+        }
+        self.pages.insert(key, page.clone());
+        // Apply evictions now, so the byte budget holds at every moment it is read.
+        self.pages.run_pending_tasks();
+    }
+
+    /// `(entries, bytes)` held now.
+    pub fn usage(&self) -> (u64, u64) {
+        self.pages.run_pending_tasks();
+        (self.pages.entry_count(), self.pages.weighted_size())
+    }
+}
+
+#[cfg(test)]
+mod tests;
