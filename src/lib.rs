@@ -15,6 +15,7 @@ pub mod lifecycle;
 pub mod metrics;
 pub mod page;
 pub mod seed;
+pub mod slots;
 pub mod startup;
 pub mod state;
 pub mod telemetry;
