@@ -1,6 +1,6 @@
 //! API key -> tenant: SHA-256 of the Bearer key compared in constant time, scopes, app access.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +30,8 @@ pub struct Auth {
     /// Every stored key digest with the index of its tenant.
     keys: Vec<([u8; 32], usize)>,
     tenants: Vec<Tenant>,
+    /// Each app a tenant names, with the first tenant that names it: its owner.
+    owners: HashMap<String, Arc<str>>,
 }
 
 struct Tenant {
@@ -48,6 +50,13 @@ impl Auth {
     /// Builds the key table; `settings` must have passed `Settings::check` (64 hex digits).
     pub fn new(settings: &AuthSettings) -> Self {
         let mut keys = Vec::new();
+        let mut owners = HashMap::new();
+        for t in &settings.tenants {
+            let name: Arc<str> = t.name.as_str().into();
+            for app in t.apps.iter().filter(|a| *a != "*") {
+                owners.entry(app.clone()).or_insert_with(|| name.clone());
+            }
+        }
         let tenants = settings
             .tenants
             .iter()
@@ -71,7 +80,15 @@ impl Auth {
             enabled: settings.enabled,
             keys,
             tenants,
+            owners,
         }
+    }
+
+    /// The tenant whose budgets (cache share, query slots) an app's pages and queries count
+    /// in: the first tenant whose `apps` names it, else the tenant that asked (one whose
+    /// apps are `*`), else none (auth off and an app no tenant names).
+    pub fn owner(&self, app_id: &str, asked_by: Option<&Arc<str>>) -> Option<Arc<str>> {
+        self.owners.get(app_id).or(asked_by).cloned()
     }
 
     /// Checks `Authorization` for `app_id`: 401 without a known key, 403 without the scope,
@@ -145,6 +162,15 @@ mod tests {
                 },
             ],
         })
+    }
+
+    #[test]
+    fn an_app_belongs_to_the_first_tenant_naming_it_else_to_whoever_may_read_it_all() {
+        let auth = auth();
+        let star: Arc<str> = "b".into();
+        assert_eq!(auth.owner("app-a", Some(&star)).as_deref(), Some("a"));
+        assert_eq!(auth.owner("other", Some(&star)).as_deref(), Some("b"));
+        assert_eq!(auth.owner("other", None), None);
     }
 
     #[test]

@@ -108,13 +108,15 @@ impl Signals {
     }
 }
 
-/// Swaps in what a reload may change: tenants, keys and scopes, levels, rate limits and
-/// overrides (apps whose quota is the same keep their limiter state), cache TTLs.
+/// Swaps in what a reload may change: tenants (with their cache shares and slot caps),
+/// keys and scopes, levels, rate limits and overrides (apps whose quota is the same keep
+/// their limiter state), cache TTLs and `tenant_share`.
 pub fn apply(state: &AppState, settings: &Settings) {
     let core = &state.core;
     core.live.store(Arc::new(Live::new(settings)));
     let changed = state.registry.requota(&settings.rate_limit);
     core.cache.set_times(&settings.cache);
+    core.set_tenants(settings);
     let openapi = api::openapi::rendered(&settings.logs.levels);
     state.openapi.store(Arc::new(openapi));
     tracing::debug!(apps_with_new_quota = changed, "reload applied");

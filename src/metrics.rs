@@ -10,6 +10,7 @@ use crate::clickhouse::QueryError;
 use crate::domain::LogType;
 use crate::encoding::Coding;
 use crate::fleet::{FleetMetrics, Op};
+use crate::slots::TenantSlotMetrics;
 use actix_web::http::StatusCode;
 use prometheus::core::Collector;
 use prometheus::{
@@ -68,6 +69,12 @@ pub struct Metrics {
     pub compressions: IntCounterVec,
     pub redis_errors: IntCounterVec,
     pub redis_up: IntGauge,
+    pub tenant_cache_bytes: IntGaugeVec,
+    pub tenant_cache_share: IntGaugeVec,
+    pub tenant_cache_evictions: IntCounterVec,
+    pub tenant_slots_in_use: IntGaugeVec,
+    pub tenant_slots_limit: IntGaugeVec,
+    pub tenant_queue_wait: HistogramVec,
 }
 
 /// Why a request was answered 503 `overloaded`: label values of `logproxy_overloaded_total`.
@@ -113,6 +120,13 @@ impl Metrics {
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique metric");
+            g
+        };
+        let gauge_vec = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["tenant"]).expect("valid metric");
             registry
                 .register(Box::new(g.clone()))
                 .expect("unique metric");
@@ -219,6 +233,32 @@ impl Metrics {
                 "logproxy_redis_up",
                 "With redis.url: 1 while Redis answers, 0 while the process goes on alone.",
             ),
+            tenant_cache_bytes: gauge_vec(
+                "logproxy_tenant_cache_bytes",
+                "Bytes of the cached pages of each configured tenant.",
+            ),
+            tenant_cache_share: gauge_vec(
+                "logproxy_tenant_cache_share_bytes",
+                "Each tenant's share of the cache (cache.tenant_share x cache.max_bytes): past it, its pages evict only its own.",
+            ),
+            tenant_cache_evictions: counter(
+                "logproxy_tenant_cache_evictions_total",
+                "Pages of each tenant evicted to make room in the cache's byte budget.",
+                &["tenant"],
+            ),
+            tenant_slots_in_use: gauge_vec(
+                "logproxy_tenant_query_slots_in_use",
+                "Query slots each tenant holds now.",
+            ),
+            tenant_slots_limit: gauge_vec(
+                "logproxy_tenant_query_slots_limit",
+                "Query slots a tenant may hold at most (clickhouse.max_concurrent_queries_per_tenant).",
+            ),
+            tenant_queue_wait: histogram(
+                "logproxy_tenant_queue_wait_seconds",
+                "Time each tenant's misses waited for a query slot.",
+                &["tenant"],
+            ),
             registry,
         };
         let build = register(
@@ -318,6 +358,33 @@ impl Metrics {
                     .with_label_values(&[&replica, kind])
             }),
         }
+    }
+
+    /// Creates every series of a configured tenant (zeros until something happens), with its
+    /// cache share and slot cap, and returns its slot handles.
+    pub fn add_tenant(&self, name: &str, share_bytes: u64, slot_limit: usize) -> TenantSlotMetrics {
+        self.tenant_cache_bytes.with_label_values(&[name]);
+        self.tenant_cache_evictions.with_label_values(&[name]);
+        self.tenant_cache_share
+            .with_label_values(&[name])
+            .set(share_bytes as i64);
+        self.tenant_slots_limit
+            .with_label_values(&[name])
+            .set(slot_limit as i64);
+        TenantSlotMetrics {
+            in_use: self.tenant_slots_in_use.with_label_values(&[name]),
+            queue_wait: self.tenant_queue_wait.with_label_values(&[name]),
+        }
+    }
+
+    /// Drops the series of a tenant a reload removed.
+    pub fn remove_tenant(&self, name: &str) {
+        let _ = self.tenant_cache_bytes.remove_label_values(&[name]);
+        let _ = self.tenant_cache_share.remove_label_values(&[name]);
+        let _ = self.tenant_cache_evictions.remove_label_values(&[name]);
+        let _ = self.tenant_slots_in_use.remove_label_values(&[name]);
+        let _ = self.tenant_slots_limit.remove_label_values(&[name]);
+        let _ = self.tenant_queue_wait.remove_label_values(&[name]);
     }
 
     /// The handles of the fleet (Redis).

@@ -1,7 +1,7 @@
 //! `Page`: a ready 200 body with the end offset of every entry, so one fetched page answers
 //! any smaller `limit` by slicing, without serializing again.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
@@ -36,6 +36,10 @@ pub struct Page {
     /// Set when the page cache let go of the page (replaced, evicted, expired): a shortcut
     /// that still reaches it must not serve it.
     retired: AtomicBool,
+    /// How often the cache found it for a request since it was fetched (hits through an
+    /// actor's front are counted one in eight), plus half its predecessor's count: what
+    /// makes it worth keeping against its tenant's other pages.
+    uses: AtomicU32,
 }
 
 /// What one request gets out of a page: its body and the body's strong validator
@@ -90,6 +94,7 @@ impl PageBuilder {
             fetched_at,
             encoded: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
+            uses: AtomicU32::new(0),
         }
     }
 }
@@ -127,6 +132,20 @@ impl Page {
 
     pub fn is_retired(&self) -> bool {
         self.retired.load(Ordering::Acquire)
+    }
+
+    /// Counts one request the cache found this page for.
+    pub fn note_use(&self) {
+        self.uses.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn uses(&self) -> u32 {
+        self.uses.load(Ordering::Relaxed)
+    }
+
+    /// A refreshed page starts with half of what the page it replaces was asked.
+    pub fn inherit_uses(&self, old: &Page) {
+        self.uses.fetch_add(old.uses() / 2, Ordering::Relaxed);
     }
 
     /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
@@ -225,6 +244,7 @@ impl Page {
             fetched_at,
             encoded: Mutex::new(Vec::new()),
             retired: AtomicBool::new(false),
+            uses: AtomicU32::new(0),
         })
     }
 

@@ -2,21 +2,21 @@
 //! process-wide query slots) and the miss path that uses them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
 
-use crate::cache::{FetchError, Fetched, PageCache};
+use crate::cache::{FetchError, Fetched, Owner, PageCache};
 use crate::clickhouse::{ChClient, Replicas};
 use crate::config::{CorsSettings, RateLimitSettings, Settings};
 use crate::domain::{LogQuery, LogType};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::page::{Page, PageBuilder};
+use crate::slots::{Claimant, QuerySlots, SlotLimits};
 
 const MS_PER_HOUR: i64 = 3_600_000;
 
@@ -52,8 +52,11 @@ pub struct Core {
     /// With `redis.url`: what the fleet of proxies shares.
     pub fleet: Option<Fleet>,
     pub metrics: Metrics,
-    /// `clickhouse.max_concurrent_queries`: the slots of the whole process.
-    pub query_slots: Semaphore,
+    /// The process's query slots, shared fairly between tenants and capped per tenant
+    /// and per app.
+    pub slots: Arc<QuerySlots>,
+    /// The configured tenants' names, as the last (re)load set them.
+    tenants: Mutex<Vec<Arc<str>>>,
     queue_timeout: Duration,
     queries: AtomicU64,
     /// Request ids are this process's random prefix and a counter: unique, and cheaper
@@ -69,7 +72,13 @@ impl Core {
             true => Some(Fleet::new(&settings.redis, metrics.fleet())?),
             false => None,
         };
-        Ok(Self {
+        let ch = &settings.clickhouse;
+        let slots = QuerySlots::new(SlotLimits {
+            total: ch.max_concurrent_queries,
+            per_tenant: ch.per_tenant_slots(),
+            per_app: ch.max_concurrent_queries_per_app,
+        });
+        let core = Self {
             fleet,
             live: ArcSwap::from_pointee(Live::new(&settings)),
             draining: AtomicBool::new(false),
@@ -81,25 +90,60 @@ impl Core {
                     .collect(),
             )),
             cache: PageCache::new(&settings.cache, settings.compression.min_bytes),
-            query_slots: Semaphore::new(settings.clickhouse.max_concurrent_queries),
+            slots,
+            tenants: Mutex::new(Vec::new()),
             queue_timeout: Duration::from_millis(settings.clickhouse.queue_timeout_ms),
             queries: AtomicU64::new(0),
             id_prefix: rand::random(),
             requests: AtomicU64::new(0),
             metrics,
             settings,
-        })
+        };
+        core.set_tenants(&core.settings);
+        Ok(core)
+    }
+
+    /// Gives each configured tenant of `settings` its cache share, slot cap and metrics;
+    /// a tenant no longer configured loses them (and its cached pages).
+    pub fn set_tenants(&self, settings: &Settings) {
+        let names: Vec<Arc<str>> = settings
+            .auth
+            .tenants
+            .iter()
+            .map(|t| Arc::from(t.name.as_str()))
+            .collect();
+        let share = (settings.cache.tenant_share * self.settings.cache.max_bytes as f64) as u64;
+        let per_tenant = self.settings.clickhouse.per_tenant_slots();
+        let mut current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in current.iter().filter(|n| !names.contains(n)) {
+            self.metrics.remove_tenant(gone);
+        }
+        let handles = names
+            .iter()
+            .map(|n| (n.clone(), self.metrics.add_tenant(n, share, per_tenant)))
+            .collect();
+        self.slots.set_tenants(handles);
+        self.cache.set_tenants(&names);
+        *current = names;
+    }
+
+    /// The configured tenants' names now.
+    pub fn tenant_names(&self) -> Vec<Arc<str>> {
+        self.tenants
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The miss path (hits never come here): with Redis, the fleet's page or its one query
     /// for the key; else (or when Redis fails) this process's own query.
     pub async fn fetch_page(
         &self,
-        app_slots: &Semaphore,
+        owner: &Owner,
         q: &LogQuery,
         request_id: &str,
     ) -> Result<Fetched, FetchError> {
-        let query = || self.query(app_slots, q, request_id);
+        let query = || self.query(owner, q, request_id);
         match &self.fleet {
             Some(fleet) => {
                 let ch = &self.settings.clickhouse;
@@ -109,7 +153,7 @@ impl Core {
                         .saturating_add(ch.query_timeout_ms.saturating_mul(2)),
                 );
                 fleet
-                    .fetch(&self.cache, &q.key, q.limit, max_wait, query)
+                    .fetch(&self.cache, &q.key, q.limit, owner, max_wait, query)
                     .await
             }
             None => Ok(Fetched {
@@ -119,26 +163,25 @@ impl Core {
         }
     }
 
-    /// A query of this process: a slot of the app and of the process (within
-    /// `queue_timeout_ms`, else 503 overloaded), then the query, then the page.
+    /// A query of this process: a query slot, in fair turn with the other tenants and
+    /// apps (within `queue_timeout_ms`, else 503 overloaded), then the query, then the page.
     async fn query(
         &self,
-        app_slots: &Semaphore,
+        owner: &Owner,
         q: &LogQuery,
         request_id: &str,
     ) -> Result<Page, FetchError> {
+        let claimant = Claimant {
+            tenant: owner.clone(),
+            app: q.key.app_id.clone(),
+        };
         let queued = Instant::now();
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let slots = async {
-            let app_slot = app_slots.acquire().await;
-            let slot = self.query_slots.acquire().await;
-            (app_slot, slot)
-        };
-        let waited = tokio::time::timeout_at(deadline, slots).await;
+        let waited = self.slots.acquire(&claimant, deadline).await;
         self.metrics
             .query_queue_wait
             .observe(queued.elapsed().as_secs_f64());
-        let _slots = waited.map_err(|_| FetchError::Overloaded)?;
+        let _slot = waited.map_err(|_| FetchError::Overloaded)?;
 
         let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
         // Unique on the server even when a client reuses its request id, on one process or
@@ -146,13 +189,8 @@ impl Core {
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let query_id = format!("{request_id}.{:08x}.{n}", self.id_prefix >> 32);
         let started = Instant::now();
-        // A retry or hedge takes a slot of the app and of the process too, if both are free.
-        let extra_slot = || {
-            Some((
-                app_slots.try_acquire().ok()?,
-                self.query_slots.try_acquire().ok()?,
-            ))
-        };
+        // A retry or hedge takes a slot too, if one is free within the same caps.
+        let extra_slot = || self.slots.try_acquire(&claimant);
         let attempt = |ch: ChClient, query_id: String| async move {
             let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, q.limit);
             ch.logs(q, since_ms, &query_id, &mut page).await?;
@@ -178,7 +216,7 @@ impl Core {
 
     /// Query slots of the process held now.
     pub fn query_slots_in_use(&self) -> usize {
-        self.settings.clickhouse.max_concurrent_queries - self.query_slots.available_permits()
+        self.slots.in_use()
     }
 
     /// A new request id, e.g. `3f9a0c2e71d4b8a5-1c`: `{prefix:016x}-{n:x}`, written without

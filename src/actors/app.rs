@@ -1,6 +1,6 @@
 //! `AppActor`: an app's actor. It applies the app's rate limit, answers cache hits at once
-//! and hands misses to a task (which takes one of the app's query slots), so its mailbox
-//! never waits on ClickHouse.
+//! and hands misses to a task (which waits for a query slot), so its mailbox never waits on
+//! ClickHouse.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,6 +18,8 @@ use crate::state::SharedCore;
 /// One request for the app's logs; the answer goes back through `reply`.
 pub struct Fetch {
     pub query: LogQuery,
+    /// The tenant whose key asked (`None` with auth off).
+    pub tenant: Option<Arc<str>>,
     pub request_id: String,
     /// The request's span: the miss task logs inside it.
     pub span: tracing::Span,
@@ -177,21 +179,25 @@ fn serve(
     }
     // A miss: the query runs as its own task; the mailbox moves on at once.
     let core = core.clone();
-    let slots = policy.slots.clone();
+    let busy = policy.busy_while();
     let Fetch {
         query,
+        tenant,
         request_id,
         span,
         coding,
         reply,
     } = msg;
     let miss = async move {
+        // Whose cache share and query slots the page and its query count in.
+        let owner = core.live.load().auth.owner(query.app_id(), tenant.as_ref());
         let outcome = core
             .cache
-            .get_or_fetch(query.key.clone(), query.limit, coding, || {
-                core.fetch_page(&slots, &query, &request_id)
+            .get_or_fetch(query.key.clone(), query.limit, coding, &owner, || {
+                core.fetch_page(&owner, &query, &request_id)
             })
             .await;
+        drop(busy);
         if let Ok(served) = &outcome {
             core.count_served(log_type, served);
         }

@@ -6,5 +6,5 @@ pub mod policy;
 pub mod registry;
 
 pub use app::{AppActor, Fetch, Reply, ServeError};
-pub use policy::{AppPolicy, RateInfo, RateLimited};
+pub use policy::{AppPolicy, Busy, RateInfo, RateLimited};
 pub use registry::{Registry, SendFailure};

@@ -1,10 +1,10 @@
-//! `AppPolicy`: what every actor of one app shares: its rate limit (governor GCRA) and its
-//! query slots. With Redis the fleet decides the limit (`fleet::Fleet::take`) and the
+//! `AppPolicy`: what every actor of one app shares: its rate limit (governor GCRA) and
+//! whether a miss of it is under way. With Redis the fleet decides the limit (`fleet::Fleet::take`) and the
 //! policy keeps the lease it was granted; the local GCRA then holds the process's share
 //! (`1/redis.fallback_fleet_size`), applied while Redis fails.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,6 @@ use governor::middleware::StateInformationMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 use prometheus::IntCounter;
-use tokio::sync::Semaphore;
 
 use crate::fleet::{FleetQuota, Grant};
 
@@ -97,8 +96,8 @@ pub struct AppPolicy<C: Clock = DefaultClock> {
     clock: C,
     /// Counts refusals (`logproxy_rate_limited_total`).
     refused: IntCounter,
-    pub(super) slots: Arc<Semaphore>,
-    slot_count: usize,
+    /// The app's misses under way (waiting for a slot or querying): the app is busy.
+    misses: Arc<AtomicUsize>,
     epoch: C::Instant,
     /// The remaining burst after the last admitted or refused request (high 32 bits) and
     /// when that was, in milliseconds since `epoch` (low 32 bits), for `peek`.
@@ -109,33 +108,13 @@ impl AppPolicy {
     /// A policy whose local limiter applies `1/share` of the quota (1: all of it).
     /// `requests_per_second` and `burst` must not be 0 (`Settings::check` refuses them; 1 is
     /// only a floor for hand-built settings).
-    pub fn with_share(
-        rps: u32,
-        burst: u32,
-        share: u32,
-        slot_count: usize,
-        refused: IntCounter,
-    ) -> Self {
-        Self::with_clock(
-            rps,
-            burst,
-            share,
-            slot_count,
-            refused,
-            DefaultClock::default(),
-        )
+    pub fn with_share(rps: u32, burst: u32, share: u32, refused: IntCounter) -> Self {
+        Self::with_clock(rps, burst, share, refused, DefaultClock::default())
     }
 }
 
 impl<C: Clock + Clone> AppPolicy<C> {
-    pub fn with_clock(
-        rps: u32,
-        burst: u32,
-        share: u32,
-        slot_count: usize,
-        refused: IntCounter,
-        clock: C,
-    ) -> Self {
+    pub fn with_clock(rps: u32, burst: u32, share: u32, refused: IntCounter, clock: C) -> Self {
         let share = share.max(1);
         let gcra = Gcra::new(rps, burst, share, clock.clone());
         let full = u64::from(gcra.quota.burst_size().get()) << 32;
@@ -146,8 +125,7 @@ impl<C: Clock + Clone> AppPolicy<C> {
             epoch: clock.now(),
             clock,
             refused,
-            slots: Arc::new(Semaphore::new(slot_count)),
-            slot_count,
+            misses: Arc::default(),
             last: AtomicU64::new(full),
         }
     }
@@ -303,9 +281,24 @@ impl<C: Clock + Clone> AppPolicy<C> {
         }
     }
 
-    /// Whether a query of this app holds a slot now.
+    /// Whether a miss of this app waits for a query slot or queries now.
     pub fn busy(&self) -> bool {
-        self.slots.available_permits() < self.slot_count
+        self.misses.load(Ordering::Acquire) > 0
+    }
+
+    /// Marks the app busy until the guard is dropped (a miss under way).
+    pub fn busy_while(&self) -> Busy {
+        self.misses.fetch_add(1, Ordering::AcqRel);
+        Busy(self.misses.clone())
+    }
+}
+
+/// An app's miss under way; the app is busy while it lives.
+pub struct Busy(Arc<AtomicUsize>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -333,7 +326,7 @@ mod tests {
         let clock = FakeRelativeClock::default();
         let refused = IntCounter::new("refused", "test").unwrap();
         (
-            AppPolicy::with_clock(rps, burst, 1, 2, refused, clock.clone()),
+            AppPolicy::with_clock(rps, burst, 1, refused, clock.clone()),
             clock,
         )
     }
@@ -433,19 +426,21 @@ mod tests {
     #[test]
     fn with_a_share_the_local_limiter_applies_a_part_of_the_quota() {
         let refused = IntCounter::new("refused", "test").unwrap();
-        let p = AppPolicy::with_share(20, 10, 3, 1, refused);
+        let p = AppPolicy::with_share(20, 10, 3, refused);
         assert_eq!(p.fleet_quota(), FleetQuota::new(20, 10));
         let admitted = (0..20).filter(|_| p.admit().is_ok()).count();
         assert_eq!(admitted, 4, "a burst of 10 / 3, rounded up");
     }
 
     #[test]
-    fn a_held_query_slot_makes_the_app_busy() {
+    fn a_miss_under_way_makes_the_app_busy() {
         let (p, _) = policy(1, 1);
         assert!(!p.busy());
-        let slot = p.slots.clone().try_acquire_owned().unwrap();
+        let (one, two) = (p.busy_while(), p.busy_while());
         assert!(p.busy());
-        drop(slot);
+        drop(one);
+        assert!(p.busy());
+        drop(two);
         assert!(!p.busy());
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! With `actors.arbiters = 0` (the default) the HTTP workers' own arbiters host the actors,
 //! and each worker gets its own actor for an app, so a request never crosses threads to
-//! reach it; the app's actors share one `AppPolicy` (rate limit, query slots). With
+//! reach it; the app's actors share one `AppPolicy` (rate limit, misses under way). With
 //! `actors.arbiters = N` a dedicated pool of N arbiters hosts one actor per app.
 
 use std::cell::Cell;
@@ -281,7 +281,6 @@ impl Registry {
             } else {
                 1
             },
-            self.core.settings.clickhouse.max_concurrent_queries_per_app,
             self.core.metrics.rate_limited.clone(),
         )
     }
@@ -345,6 +344,7 @@ mod tests {
         (
             Fetch {
                 query,
+                tenant: None,
                 request_id,
                 span: tracing::Span::none(),
                 coding: None,

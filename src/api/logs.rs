@@ -33,10 +33,11 @@ pub async fn get_logs(
         .get(header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
     let live = state.core.live.load();
-    if let Some(tenant) = live.auth.authorize(authorization, app_id)? {
+    let tenant = live.auth.authorize(authorization, app_id)?;
+    if let Some(tenant) = &tenant {
         // Only the access log reads it.
         if state.core.settings.logging.access {
-            req.extensions_mut().insert(Tenant(tenant));
+            req.extensions_mut().insert(Tenant(tenant.clone()));
         }
     }
     // From here on the caller may see the app's quota, on refusals too.
@@ -58,6 +59,7 @@ pub async fn get_logs(
     let (reply, answer) = oneshot::channel();
     let fetch = Fetch {
         query,
+        tenant,
         request_id,
         span: tracing::Span::current(),
         coding: negotiate(&req),

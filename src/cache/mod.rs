@@ -1,8 +1,10 @@
 //! The page cache: moka, keyed by the normalized request without `limit` (a longer page
-//! answers a shorter one), single-flight per key and limit, stale-if-error.
+//! answers a shorter one), single-flight per key and limit, stale-if-error; its byte budget
+//! shared between tenants by the `Ledger`.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use moka::sync::Cache;
@@ -14,10 +16,13 @@ use crate::encoding::Coding;
 use crate::page::{Page, PageView};
 
 mod front;
+mod ledger;
 mod times;
 
 pub use front::Front;
 use front::FRONT_CHECK_EVERY;
+pub use ledger::Owner;
+use ledger::{Ledger, Room};
 use times::{ExpireWith, Times};
 
 /// Why the miss path produced no page. Every variant is a failure a stale page may stand
@@ -87,13 +92,22 @@ pub struct Served {
     pub max_age: u64,
 }
 
+/// Pages moka let go of, not yet forgotten by the ledger.
+type Released = Vec<(QueryKey, Weak<Page>)>;
+
 pub struct PageCache {
-    /// Hashed with foldhash rather than SipHash: every hit hashes its key here.
+    /// Hashed with foldhash rather than SipHash: every hit hashes its key here. Unbounded
+    /// for moka: the ledger holds the byte budget.
     pages: Cache<QueryKey, Arc<Page>, foldhash::fast::RandomState>,
     /// Queries under way; a second request for the same key and limit waits on the first.
     inflight: moka::future::Cache<(QueryKey, u32), Arc<Page>>,
     times: Arc<Times>,
-    max_bytes: u64,
+    /// Every change of the ledger and the matching change in moka happen under this lock.
+    ledger: Mutex<Ledger>,
+    /// Pages moka let go of by itself (expired), for the ledger to forget at its next use.
+    released: Arc<Mutex<Released>>,
+    /// `cache.tenant_share` (the bits of an f64), reloadable.
+    share: AtomicU64,
     /// Bodies shorter than this go uncompressed.
     min_compress: usize,
 }
@@ -101,13 +115,16 @@ pub struct PageCache {
 impl PageCache {
     pub fn new(settings: &CacheSettings, min_compress: usize) -> Self {
         let times = Arc::new(Times::new(settings));
+        let released = Arc::new(Mutex::new(Vec::new()));
+        let listener = released.clone();
         let pages = Cache::builder()
-            .max_capacity(settings.max_bytes)
-            .weigher(|_, page: &Arc<Page>| page.weight().try_into().unwrap_or(u32::MAX))
             .expire_after(ExpireWith(times.clone()))
-            // Whatever the cause, a page the cache lets go of is no longer served through a
-            // `Front`.
-            .eviction_listener(|_, page: Arc<Page>, _| page.set_retired(true))
+            .eviction_listener(move |key: Arc<QueryKey>, page: Arc<Page>, _| {
+                // Whatever the cause, a page the cache lets go of is no longer served
+                // through a `Front`. The ledger ignores what it no longer counts.
+                page.set_retired(true);
+                lock(&listener).push(((*key).clone(), Arc::downgrade(&page)));
+            })
             .build_with_hasher(foldhash::fast::RandomState::default());
         let inflight = moka::future::Cache::builder()
             .time_to_live(Duration::from_secs(1))
@@ -116,14 +133,46 @@ impl PageCache {
             pages,
             inflight,
             times,
-            max_bytes: settings.max_bytes,
+            ledger: Mutex::new(Ledger::new(settings.max_bytes)),
+            released,
+            share: AtomicU64::new(settings.tenant_share.to_bits()),
             min_compress,
         }
     }
 
-    /// Applies reloaded TTLs to the next request (`max_bytes` needs a restart).
+    /// The ledger, up to date with what moka let go of.
+    fn ledger(&self) -> MutexGuard<'_, Ledger> {
+        let mut ledger = lock(&self.ledger);
+        for (key, page) in std::mem::take(&mut *lock(&self.released)) {
+            ledger.forget(&key, &page);
+        }
+        ledger
+    }
+
+    fn share(&self) -> f64 {
+        f64::from_bits(self.share.load(Ordering::Relaxed))
+    }
+
+    /// The configured tenants (at start and on reload): each gets its share; the pages of a
+    /// tenant no longer configured are dropped.
+    pub fn set_tenants(&self, names: &[Arc<str>]) {
+        let mut ledger = self.ledger();
+        for key in ledger.configure(names) {
+            self.pages.invalidate(&key);
+        }
+    }
+
+    /// Bytes a tenant's pages hold, and how many of its pages were evicted to make room.
+    pub fn tenant_usage(&self, name: &str) -> (u64, u64) {
+        self.pages.run_pending_tasks();
+        self.ledger().tenant(name)
+    }
+
+    /// Applies reloaded TTLs and share to the next request (`max_bytes` needs a restart).
     pub fn set_times(&self, settings: &CacheSettings) {
         self.times.set(settings);
+        self.share
+            .store(settings.tenant_share.to_bits(), Ordering::Relaxed);
     }
 
     /// `(ttl, keep)`: how long a page is fresh, and kept in all (with the stale window).
@@ -133,9 +182,9 @@ impl PageCache {
 
     /// Keeps `page` (from the fleet, no longer fresh) to stand in for a failed query, if
     /// this process holds no page for `key`.
-    pub fn offer(&self, key: &QueryKey, page: Page) {
+    pub fn offer(&self, key: &QueryKey, page: Page, owner: &Owner) {
         if self.pages.get(key).is_none() && page.fetched_at.elapsed() < self.times.keep() {
-            self.store(key.clone(), &Arc::new(page));
+            self.store(key.clone(), &Arc::new(page), owner);
         }
     }
 
@@ -176,6 +225,7 @@ impl PageCache {
         key: QueryKey,
         limit: u32,
         coding: Option<Coding>,
+        owner: &Owner,
         fetch: F,
     ) -> Result<Served, FetchError>
     where
@@ -195,7 +245,7 @@ impl PageCache {
                 let fetched = fetch().await?;
                 let _ = origin.set(fetched.origin);
                 let page = Arc::new(fetched.page);
-                self.store(key.clone(), &page);
+                self.store(key.clone(), &page, owner);
                 Ok::<_, FetchError>(page)
             })
             .await;
@@ -225,7 +275,11 @@ impl PageCache {
 
     fn fresh(&self, key: &QueryKey, limit: u32, now: Instant) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
-        self.answers(&page, limit, now).then_some(page)
+        let fresh = self.answers(&page, limit, now);
+        if fresh {
+            page.note_use();
+        }
+        fresh.then_some(page)
     }
 
     /// Whether `page` is fresh at `now` and covers `limit`.
@@ -267,35 +321,52 @@ impl PageCache {
         }
     }
 
-    /// Puts `page` back under `key` so moka weighs the compressed view it gained, if the
-    /// cache still holds this very page.
+    /// Counts the compressed view `page` gained, if the cache still holds this very page,
+    /// making room for it; a page that cannot keep its new size is dropped.
     fn reweigh(&self, key: &QueryKey, page: &Arc<Page>) {
-        let held = || self.pages.get(key).is_some_and(|p| Arc::ptr_eq(&p, page));
-        if held() {
-            self.pages.insert(key.clone(), page.clone());
-            self.pages.run_pending_tasks();
-            // The insert replaced the page with itself, which retired it.
-            if held() {
-                page.set_retired(false);
-            }
+        let mut ledger = self.ledger();
+        if !ledger.holds(key, page) {
+            return;
+        }
+        match ledger.grow(key, page.weight() as u64, self.share()) {
+            Room::Made { victims } => self.drop_all(&victims),
+            Room::None => self.pages.invalidate(key),
         }
     }
 
-    fn store(&self, key: QueryKey, page: &Arc<Page>) {
-        // A body larger than the whole budget is served but never cached.
-        if self.times.ttl().is_zero() || page.weight() as u64 > self.max_bytes {
+    /// Keeps `page` under `key`, counted as `owner`'s, if the ledger finds room for it.
+    fn store(&self, key: QueryKey, page: &Arc<Page>, owner: &Owner) {
+        if self.times.ttl().is_zero() {
             return;
         }
-        self.pages.insert(key, page.clone());
-        // Apply evictions now, so the byte budget holds at every moment it is read.
-        self.pages.run_pending_tasks();
+        // Under the ledger's lock, so the ledger and moka change together.
+        let mut ledger = self.ledger();
+        match ledger.admit(&key, page, page.weight() as u64, owner, self.share()) {
+            Room::Made { victims } => {
+                self.drop_all(&victims);
+                self.pages.insert(key, page.clone());
+            }
+            // Served, never cached (larger than the budget, or a tenant past its share
+            // with nothing of its own to give); what was under the key is gone too.
+            Room::None => self.pages.invalidate(&key),
+        }
+    }
+
+    fn drop_all(&self, keys: &[QueryKey]) {
+        for key in keys {
+            self.pages.invalidate(key);
+        }
     }
 
     /// `(entries, bytes)` held now.
     pub fn usage(&self) -> (u64, u64) {
         self.pages.run_pending_tasks();
-        (self.pages.entry_count(), self.pages.weighted_size())
+        self.ledger().usage()
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ fn cache() -> PageCache {
             ttl_seconds: TTL,
             max_bytes: 1 << 20,
             stale_if_error_seconds: STALE,
+            tenant_share: 0.5,
         },
         1024,
     )
@@ -68,7 +69,7 @@ fn unavailable() -> FetchError {
 
 /// Stores `p` under `k` through the miss path.
 async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
-    c.get_or_fetch(k.clone(), limit, None, || async { Ok(fetched(p)) })
+    c.get_or_fetch(k.clone(), limit, None, &None, || async { Ok(fetched(p)) })
         .await
         .unwrap()
 }
@@ -82,9 +83,10 @@ async fn concurrent_misses_for_one_key_and_limit_run_one_fetch() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok(fetched(page(3, 10, Duration::ZERO)))
     };
-    let all =
-        futures_util::future::join_all((0..8).map(|_| c.get_or_fetch(key("a"), 10, None, fetch)))
-            .await;
+    let all = futures_util::future::join_all(
+        (0..8).map(|_| c.get_or_fetch(key("a"), 10, None, &None, fetch)),
+    )
+    .await;
     assert_eq!(fetches.load(Ordering::SeqCst), 1);
     let results: Vec<_> = all.iter().map(|r| r.as_ref().unwrap().result).collect();
     assert_eq!(
@@ -114,7 +116,10 @@ async fn a_page_from_the_fleet_is_a_shared_hit_and_a_fleet_query_a_coalesced_mis
                 origin,
             })
         };
-        let served = c.get_or_fetch(key(app), 10, None, fetch).await.unwrap();
+        let served = c
+            .get_or_fetch(key(app), 10, None, &None, fetch)
+            .await
+            .unwrap();
         assert_eq!(served.result, result);
         assert_eq!(c.hit(&key(app), 10, None).unwrap().result, CacheResult::Hit);
     }
@@ -194,6 +199,7 @@ async fn a_front_keeps_a_few_keys_holds_no_page_and_checks_freshness() {
         ttl_seconds: TTL - 2,
         max_bytes: 1 << 20,
         stale_if_error_seconds: STALE,
+        tenant_share: 0.5,
     });
     assert!(c.hit_in(&mut front, &k, 10, None).is_none());
 }
@@ -236,12 +242,12 @@ async fn a_page_past_its_ttl_is_no_hit_but_stands_in_for_a_failed_fetch() {
     assert!(c.hit(&k, 10, None).is_none(), "expired pages are not hits");
 
     let served = c
-        .get_or_fetch(k.clone(), 10, None, || async { Err(unavailable()) })
+        .get_or_fetch(k.clone(), 10, None, &None, || async { Err(unavailable()) })
         .await
         .expect("stale-if-error");
     assert_eq!((served.result, served.max_age), (CacheResult::Stale, 0));
     let overloaded = c
-        .get_or_fetch(k, 10, None, || async { Err(FetchError::Overloaded) })
+        .get_or_fetch(k, 10, None, &None, || async { Err(FetchError::Overloaded) })
         .await;
     assert_eq!(overloaded.unwrap().result, CacheResult::Stale);
 }
@@ -258,11 +264,11 @@ async fn past_the_stale_window_or_without_a_page_the_failure_is_returned() {
     )
     .await;
     let outcome = c
-        .get_or_fetch(k, 10, None, || async { Err(unavailable()) })
+        .get_or_fetch(k, 10, None, &None, || async { Err(unavailable()) })
         .await;
     assert!(matches!(outcome, Err(FetchError::Upstream(_))));
     let outcome = c
-        .get_or_fetch(key("never"), 10, None, || async {
+        .get_or_fetch(key("never"), 10, None, &None, || async {
             Err(FetchError::Overloaded)
         })
         .await;
@@ -273,7 +279,7 @@ async fn past_the_stale_window_or_without_a_page_the_failure_is_returned() {
 async fn failures_are_not_cached_and_fresh_pages_carry_their_remaining_age() {
     let c = cache();
     let k = key("retry");
-    let failed = c.get_or_fetch(k.clone(), 10, None, || async { Err(unavailable()) });
+    let failed = c.get_or_fetch(k.clone(), 10, None, &None, || async { Err(unavailable()) });
     assert!(failed.await.is_err());
     let served = store(&c, &k, 10, page(1, 10, Duration::from_secs(3))).await;
     assert_eq!(
@@ -290,6 +296,7 @@ async fn a_page_larger_than_the_budget_is_served_but_not_kept() {
             ttl_seconds: TTL,
             max_bytes: 100,
             stale_if_error_seconds: STALE,
+            tenant_share: 0.5,
         },
         1024,
     );

@@ -1,4 +1,4 @@
-//! `[cache]`: the page cache's freshness, stale window and byte budget.
+//! `[cache]`: the page cache's freshness, stale window, byte budget and tenants' shares.
 
 use serde::Deserialize;
 
@@ -9,6 +9,9 @@ pub struct CacheSettings {
     pub ttl_seconds: u64,
     pub max_bytes: u64,
     pub stale_if_error_seconds: u64,
+    /// A tenant's pages may hold more than this part of `max_bytes` only while the cache
+    /// has room; past it, its new pages evict its own (CONTRACT.md §10).
+    pub tenant_share: f64,
 }
 
 impl Default for CacheSettings {
@@ -17,6 +20,7 @@ impl Default for CacheSettings {
             ttl_seconds: 10,
             max_bytes: 256 * 1024 * 1024,
             stale_if_error_seconds: 300,
+            tenant_share: 0.5,
         }
     }
 }

@@ -46,6 +46,10 @@ impl Settings {
                 "clickhouse.max_concurrent_queries_per_app",
                 ch.max_concurrent_queries_per_app,
             ),
+            (
+                "clickhouse.max_concurrent_queries_per_tenant",
+                ch.per_tenant_slots(),
+            ),
             ("actors.mailbox_capacity", self.actors.mailbox_capacity),
             ("server.max_connections", self.server.max_connections),
             ("redis.timeout_ms", self.redis.timeout_ms as usize),
@@ -90,6 +94,12 @@ impl Settings {
             return Err(format!(
                 "redis.url = {:?}: use redis://host:port/db (this build has no TLS)",
                 redis.url
+            ));
+        }
+        let share = self.cache.tenant_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return Err(format!(
+                "cache.tenant_share = {share}: it must be more than 0 and at most 1"
             ));
         }
         if self.logs.levels.is_empty() {

@@ -22,6 +22,8 @@ pub struct ClickHouseSettings {
     pub query_timeout_ms: u64,
     pub max_concurrent_queries: usize,
     pub max_concurrent_queries_per_app: usize,
+    /// Slots one tenant may hold, even with nobody else waiting; unset: half the process's.
+    pub max_concurrent_queries_per_tenant: Option<usize>,
     pub queue_timeout_ms: u64,
     pub runtime_table: String,
     pub requests_table: String,
@@ -45,6 +47,7 @@ impl Default for ClickHouseSettings {
             query_timeout_ms: 5000,
             max_concurrent_queries: 32,
             max_concurrent_queries_per_app: 4,
+            max_concurrent_queries_per_tenant: None,
             queue_timeout_ms: 1000,
             runtime_table: "canvas_app_logs".into(),
             requests_table: "canvas_request_logs".into(),
@@ -58,6 +61,12 @@ impl Default for ClickHouseSettings {
 pub const DEFAULT_CLICKHOUSE_URL: &str = "http://127.0.0.1:18123";
 
 impl ClickHouseSettings {
+    /// `max_concurrent_queries_per_tenant`, or half the process's slots (at least one).
+    pub fn per_tenant_slots(&self) -> usize {
+        self.max_concurrent_queries_per_tenant
+            .unwrap_or((self.max_concurrent_queries / 2).max(1))
+    }
+
     /// The replicas' URLs: `urls`, or `url` alone, or the default.
     pub fn replica_urls(&self) -> Vec<String> {
         match (self.url.is_empty(), self.urls.is_empty()) {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use redis::Script;
 
 use super::{Fleet, Op};
-use crate::cache::{FetchError, Fetched, Origin, PageCache};
+use crate::cache::{FetchError, Fetched, Origin, Owner, PageCache};
 use crate::clickhouse::QueryError;
 use crate::domain::QueryKey;
 use crate::page::Page;
@@ -67,6 +67,7 @@ impl Fleet {
         cache: &PageCache,
         key: &QueryKey,
         limit: u32,
+        owner: &Owner,
         max_wait: Duration,
         query: Q,
     ) -> Result<Fetched, FetchError>
@@ -96,7 +97,7 @@ impl Fleet {
                     return Ok(Fetched { page, origin });
                 }
                 // Too old or too short to answer, but it may stand in for a failed query.
-                cache.offer(key, page);
+                cache.offer(key, page, owner);
             }
             match lock {
                 Lock::Failed(mark) => return Err(failure(&mark)),

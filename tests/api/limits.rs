@@ -127,6 +127,8 @@ async fn per_app_and_global_query_slots_hold_under_concurrent_misses() {
     let mut settings = slow_settings(&rows).await;
     settings.clickhouse.max_concurrent_queries_per_app = 2;
     settings.clickhouse.max_concurrent_queries = 3;
+    // One tenant asks: its own cap (half the process's by default) is lifted here.
+    settings.clickhouse.max_concurrent_queries_per_tenant = Some(3);
     settings.clickhouse.queue_timeout_ms = 10_000;
     let app = start_app(settings).await;
 
