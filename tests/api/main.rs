@@ -17,3 +17,4 @@ mod logs_data;
 mod operations;
 mod replicas;
 mod shared;
+mod tenants;

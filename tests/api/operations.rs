@@ -271,6 +271,100 @@ async fn sighup_reloads_keys_limits_and_levels_and_an_invalid_file_changes_nothi
 }
 
 #[actix_web::test]
+async fn sighup_gives_added_tenants_their_share_and_slots_and_drops_removed_tenants_and_their_pages(
+) {
+    let settings = test_settings();
+    migrate(&settings).await;
+    let ch = clickhouse_section(&settings.clickhouse.database, "canvas_app_logs");
+    let owner = |name: &str, key: &str, app: &str| {
+        format!(
+            "[[auth.tenants]]\nname = \"{name}\"\napi_key_sha256 = [\"{}\"]\napps = [\"{app}\"]\nscopes = [\"logs:read\"]\n",
+            logproxy::auth::hash_key(key)
+        )
+    };
+    let config = |share: f64, second: &str| {
+        format!(
+            "{ch}[cache]\nmax_bytes = 1000000\ntenant_share = {share}\n[auth]\nenabled = true\n{}{second}",
+            tenant("all", "all-key"),
+        )
+    };
+    let served = Served::start(&config(
+        0.5,
+        &owner("leaving", "leaving-key", "leaving-app"),
+    ));
+    let http = client();
+    let logs = |app: &str| format!("{}/v1/apps/{app}/logs", served.base);
+    let metrics = || async {
+        get(&http, &format!("{}/metrics", served.base), None)
+            .await
+            .text()
+            .await
+            .unwrap()
+    };
+    let first = get(&http, &logs("leaving-app"), Some("leaving-key")).await;
+    assert_eq!(header(&first, "x-cache"), "MISS");
+    let text = metrics().await;
+    assert!(metric_value(&text, r#"logproxy_tenant_cache_bytes{tenant="leaving"}"#) > 0.0);
+    assert_eq!(
+        metric_value(&text, r#"logproxy_tenant_cache_share_bytes{tenant="all"}"#),
+        500_000.0
+    );
+    assert!(!text.contains(r#"tenant="joining""#));
+
+    served.rewrite(&config(
+        0.25,
+        &owner("joining", "joining-key", "joining-app"),
+    ));
+    served.signal("HUP");
+    let reloaded = Instant::now();
+    let text = loop {
+        let text = metrics().await;
+        if text.contains(r#"tenant="joining""#) {
+            break text;
+        }
+        assert!(
+            reloaded.elapsed() < Duration::from_secs(2),
+            "the reload applies"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+    };
+
+    assert!(
+        !text.contains(r#"tenant="leaving""#),
+        "the removed tenant's series are gone"
+    );
+    for (series, value) in [
+        (
+            r#"logproxy_tenant_cache_share_bytes{tenant="all"}"#,
+            250_000.0,
+        ),
+        (
+            r#"logproxy_tenant_cache_share_bytes{tenant="joining"}"#,
+            250_000.0,
+        ),
+        (
+            r#"logproxy_tenant_query_slots_limit{tenant="joining"}"#,
+            16.0,
+        ),
+        (
+            r#"logproxy_tenant_query_slots_in_use{tenant="joining"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(metric_value(&text, series), value, "{series}");
+    }
+    let joined = get(&http, &logs("joining-app"), Some("joining-key")).await;
+    assert_eq!(joined.status(), StatusCode::OK);
+    // The removed tenant's page went with it: the app, now read through "*", is a miss and
+    // counts in that tenant's bytes.
+    let again = get(&http, &logs("leaving-app"), Some("all-key")).await;
+    assert_eq!(header(&again, "x-cache"), "MISS");
+    let text = metrics().await;
+    assert!(metric_value(&text, r#"logproxy_tenant_cache_bytes{tenant="all"}"#) > 0.0);
+    assert!(metric_value(&text, r#"logproxy_tenant_cache_bytes{tenant="joining"}"#) > 0.0);
+}
+
+#[actix_web::test]
 async fn json_log_lines_carry_the_request_id_and_an_outage_writes_a_few_lines_a_second() {
     // Nothing listens at this ClickHouse: every miss fails and would warn.
     let served = Served::start(&format!(

@@ -1,0 +1,363 @@
+//! Tenants that do not hurt each other (CONTRACT.md §10): a noisy tenant A neither pushes
+//! tenant B's pages out of the cache nor makes B's misses queue behind its own, and A alone
+//! never holds more than its query slots. What ClickHouse did is read from its own
+//! `system.query_log` and `system.processes`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use logproxy::config::{Settings, TenantSettings};
+use logproxy_testkit::metric_value;
+use reqwest::StatusCode;
+
+use crate::helpers::{
+    header, now_ms, request_row, runtime_row, slow_settings, spawn_app_with, start_app,
+    test_settings, unique_prefix, TestApp,
+};
+
+const A_KEY: &str = "tenant-a-key";
+const B_KEY: &str = "tenant-b-key";
+
+fn a_app(i: usize) -> String {
+    format!("a-app-{i}")
+}
+
+fn b_app(i: usize) -> String {
+    format!("b-app-{i}")
+}
+
+/// Adds tenant A (30 apps) and tenant B (10 apps), each with a key of its own.
+fn with_tenants_a_and_b(mut settings: Settings) -> Settings {
+    let tenant = |name: &str, key: &str, apps: Vec<String>| TenantSettings {
+        name: name.into(),
+        api_key_sha256: vec![logproxy::auth::hash_key(key)],
+        apps,
+        scopes: vec!["logs:read".into()],
+    };
+    settings
+        .auth
+        .tenants
+        .push(tenant("A", A_KEY, (0..30).map(a_app).collect()));
+    settings
+        .auth
+        .tenants
+        .push(tenant("B", B_KEY, (0..10).map(b_app).collect()));
+    settings
+}
+
+/// GET `app_id`'s logs with `key`, and a request id of the caller's.
+async fn get_as(
+    app: &TestApp,
+    key: &str,
+    app_id: &str,
+    query: &str,
+    id: &str,
+) -> reqwest::Response {
+    app.http
+        .get(app.logs_url(app_id, query))
+        .bearer_auth(key)
+        .header("x-request-id", id)
+        .send()
+        .await
+        .expect("request sent")
+}
+
+/// `p`-quantile of `values` (nearest rank).
+fn quantile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+#[actix_web::test]
+async fn a_tenant_flooding_keys_asked_again_and_again_pushes_no_page_of_another_tenant_out() {
+    // Arrange: a 2 MiB cache, each tenant's share 60% of it. B's 20 pages (10 apps x 2
+    // queries, ~50 KB each) fit within B's share; A's pages (~50 KB) over 30 apps x 24
+    // windows are eighteen times the cache. Pages stay fresh all test long, so every miss
+    // of B's is a page the cache let go of.
+    let mut settings = with_tenants_a_and_b(test_settings());
+    settings.cache.max_bytes = 2 * 1024 * 1024;
+    settings.cache.tenant_share = 0.6;
+    settings.cache.ttl_seconds = 300;
+    let app = spawn_app_with(settings).await;
+    let message = "x".repeat(60);
+    let now = now_ms();
+    let mut runtime = Vec::new();
+    let mut requests = Vec::new();
+    for app_id in (0..30).map(a_app).chain((0..10).map(b_app)) {
+        for i in 0..250 {
+            runtime.push(runtime_row(&app_id, now - 10_000 - i, "info", &message));
+            requests.push(request_row(&app_id, now - 10_000 - i, 200));
+        }
+    }
+    app.insert_runtime(&runtime).await;
+    app.insert_requests(&requests).await;
+    let b_queries: Vec<(String, &str)> = (0..10)
+        .map(b_app)
+        .flat_map(|a| {
+            [
+                (a.clone(), "hours=24&limit=250"),
+                (a, "log_type=requests&hours=24&limit=250"),
+            ]
+        })
+        .collect();
+    let b_polls = |seconds: u64| {
+        let (app, b_queries) = (&app, &b_queries);
+        async move {
+            let (hits, total) = (AtomicU64::new(0), AtomicU64::new(0));
+            let until = Instant::now() + Duration::from_secs(seconds);
+            let client = |c: usize| {
+                let (hits, total) = (&hits, &total);
+                async move {
+                    let mut n = c;
+                    while Instant::now() < until {
+                        let (app_id, query) = &b_queries[n % b_queries.len()];
+                        let resp = get_as(app, B_KEY, app_id, query, &format!("b-{c}-{n}")).await;
+                        assert_eq!(resp.status(), StatusCode::OK);
+                        total.fetch_add(1, Ordering::Relaxed);
+                        if header(&resp, "x-cache") == "HIT" {
+                            hits.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n += 1;
+                        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            };
+            join_all((0..4).map(client)).await;
+            hits.into_inner() as f64 / total.into_inner() as f64
+        }
+    };
+    for (app_id, query) in &b_queries {
+        get_as(&app, B_KEY, app_id, query, "b-warm").await;
+    }
+    let metrics = app.metrics().await;
+    let b_bytes = metric_value(&metrics, r#"logproxy_tenant_cache_bytes{tenant="B"}"#);
+    let share = 0.6 * 2.0 * 1024.0 * 1024.0;
+    assert!(
+        b_bytes > 0.4 * share && b_bytes <= share,
+        "the test's calibration: B's pages ({b_bytes} bytes) fill most of B's share ({share})"
+    );
+
+    // Act: B alone, then B while A's 8 clients flood (each key asked 5 times, so every
+    // one of them looks as wanted as B's).
+    let quiet = b_polls(4).await;
+    let flooding = Arc::new(AtomicBool::new(true));
+    let flood = (0..8).map(|c| {
+        let (app, flooding) = (&app, flooding.clone());
+        async move {
+            let mut n = c * 1_000;
+            while flooding.load(Ordering::Relaxed) {
+                let (app_id, hours) = (a_app(n % 30), 1 + (n / 30) % 24);
+                for _ in 0..5 {
+                    let query = format!("hours={hours}&limit=250");
+                    let resp = get_as(app, A_KEY, &app_id, &query, &format!("a-{n}")).await;
+                    assert_eq!(resp.status(), StatusCode::OK);
+                }
+                n += 1;
+            }
+        }
+    });
+    let watch_a = async {
+        actix_web::rt::time::sleep(Duration::from_secs(1)).await;
+        let during = b_polls(8).await;
+        let mut a_most = 0.0f64;
+        for _ in 0..5 {
+            let metrics = app.metrics().await;
+            a_most = a_most.max(metric_value(
+                &metrics,
+                r#"logproxy_tenant_cache_bytes{tenant="A"}"#,
+            ));
+        }
+        flooding.store(false, Ordering::Relaxed);
+        (during, a_most)
+    };
+    let (_, (during, a_most)) = futures_util::join!(join_all(flood), watch_a);
+
+    // Assert
+    assert!(quiet > 0.99, "B alone hits its cached pages: {quiet}");
+    assert!(
+        during >= 0.95 * quiet,
+        "B's hit ratio during A's flood: {during}, before: {quiet}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        a_most <= share && a_most > 0.0,
+        "A's bytes {a_most} stay within its share {share} while B's pages are cached"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            r#"logproxy_tenant_cache_evictions_total{tenant="A"}"#
+        ) > 0.0,
+        "A made room out of its own pages"
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            r#"logproxy_tenant_cache_evictions_total{tenant="B"}"#
+        ),
+        0.0
+    );
+}
+
+/// What ClickHouse's query log says the query of request `id` took, in ms.
+async fn clickhouse_ms(app: &TestApp, id: &str) -> Option<f64> {
+    app.ch
+        .raw()
+        .query(
+            "SELECT toFloat64(max(query_duration_ms)) FROM system.query_log \
+             WHERE toUInt8(type) = 2 AND startsWith(query_id, ?)",
+        )
+        .bind(format!("{id}."))
+        .fetch_one::<f64>()
+        .await
+        .ok()
+}
+
+/// For each answer of B's: its time end to end less ClickHouse's own for its query, in ms.
+async fn added_by_logproxy(app: &TestApp, answers: &[(String, StatusCode, f64)]) -> Vec<f64> {
+    let mut out = Vec::new();
+    for (id, status, e2e) in answers {
+        assert_eq!(*status, StatusCode::OK, "{id}");
+        let ch = clickhouse_ms(app, id).await.expect("in the query log");
+        out.push(e2e - ch);
+    }
+    out
+}
+
+#[actix_web::test]
+async fn another_tenants_storm_of_misses_adds_no_wait_to_a_tenants_own_misses() {
+    // Arrange: A's apps read a runtime table that takes a second per query (a view that
+    // sleeps); B's misses read the request table, which answers at once. 32 slots, so each
+    // tenant may hold 16.
+    let now = now_ms();
+    let rows: Vec<_> = (0..30)
+        .map(|i| runtime_row(&a_app(i), now - 1000, "info", "a"))
+        .collect();
+    let mut settings = with_tenants_a_and_b(slow_settings(&rows).await);
+    settings.clickhouse.queue_timeout_ms = 20_000;
+    let app = start_app(settings).await;
+    let b_rows: Vec<_> = (0..10)
+        .map(|i| request_row(&b_app(i), now - 1000, 200))
+        .collect();
+    app.insert_requests(&b_rows).await;
+    let prefix = unique_prefix("b-miss");
+    // B: a distinct key every 100 ms (10 misses a second); each request's time end to end.
+    let b_misses = |phase: &'static str, count: u32| {
+        let (app, prefix) = (&app, &prefix);
+        async move {
+            let mut sent = Vec::new();
+            for n in 0..count {
+                let id = format!("{prefix}-{phase}-{n}");
+                let query = format!("log_type=requests&hours={}&limit={}", 1 + n % 168, 1 + n);
+                let app_id = b_app(n as usize % 10);
+                sent.push(async move {
+                    let started = Instant::now();
+                    let resp = get_as(app, B_KEY, &app_id, &query, &id).await;
+                    (id, resp.status(), started.elapsed().as_secs_f64() * 1000.0)
+                });
+            }
+            let paced = sent.into_iter().enumerate().map(|(i, request)| async move {
+                actix_web::rt::time::sleep(Duration::from_millis(100 * i as u64)).await;
+                request.await
+            });
+            join_all(paced).await
+        }
+    };
+
+    // Act: B alone; then B while A sends 64 misses at once over its 30 apps.
+    let quiet = b_misses("quiet", 30).await;
+    let storm = (0..64).map(|n| {
+        let app = &app;
+        async move {
+            let query = format!("hours={}", 1 + n / 30);
+            get_as(app, A_KEY, &a_app(n % 30), &query, &format!("a-storm-{n}")).await
+        }
+    });
+    let during = async {
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        b_misses("storm", 30).await
+    };
+    let (a_answers, stormy) = futures_util::join!(join_all(storm), during);
+
+    // Assert: no 503 for B, and what logproxy adds to B's misses (end to end less
+    // ClickHouse's own time for the same query) is as short as when B was alone.
+    logproxy_testkit::count_queries(app.ch.raw(), &prefix).await;
+    let quiet_added = added_by_logproxy(&app, &quiet).await;
+    let storm_added = added_by_logproxy(&app, &stormy).await;
+    let (p99_quiet, p99_storm) = (quantile(&quiet_added, 0.99), quantile(&storm_added, 0.99));
+    assert!(
+        a_answers.iter().all(|r| r.status() == StatusCode::OK),
+        "A's misses waited their turn and were served"
+    );
+    assert!(
+        p99_storm <= p99_quiet + 20.0,
+        "logproxy's own time on B's misses, p99: {p99_storm:.1} ms during A's storm, \
+         {p99_quiet:.1} ms quiet"
+    );
+}
+
+#[actix_web::test]
+async fn a_tenant_alone_never_holds_more_than_its_query_slots() {
+    // Arrange: 8 slots for the process: 4 for a tenant by default.
+    let now = now_ms();
+    let rows: Vec<_> = (0..12)
+        .map(|i| runtime_row(&a_app(i), now - 1000, "info", "a"))
+        .collect();
+    let mut settings = with_tenants_a_and_b(slow_settings(&rows).await);
+    settings.clickhouse.max_concurrent_queries = 8;
+    settings.clickhouse.queue_timeout_ms = 20_000;
+    let app = start_app(settings).await;
+    let prefix = unique_prefix("a-alone");
+
+    // Act: 24 distinct misses of A at once over 12 apps (2 each: no app cap is reached),
+    // reading the tenant's slot gauge and ClickHouse's running queries meanwhile.
+    let misses = (0..24).map(|n| {
+        let (app, prefix) = (&app, &prefix);
+        async move {
+            let query = format!("hours={}", 1 + n / 12);
+            get_as(app, A_KEY, &a_app(n % 12), &query, &format!("{prefix}-{n}")).await
+        }
+    });
+    let watch = async {
+        let (mut gauge_most, mut running_most) = (0.0f64, 0usize);
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            let metrics = app.metrics().await;
+            gauge_most = gauge_most.max(metric_value(
+                &metrics,
+                r#"logproxy_tenant_query_slots_in_use{tenant="A"}"#,
+            ));
+            let ids: Vec<String> = app
+                .ch
+                .raw()
+                .query("SELECT query_id FROM system.processes")
+                .fetch_all()
+                .await
+                .unwrap();
+            running_most = running_most.max(ids.iter().filter(|i| i.starts_with(&prefix)).count());
+            actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+        }
+        (gauge_most, running_most)
+    };
+    let (answers, (gauge_most, running_most)) = futures_util::join!(join_all(misses), watch);
+
+    // Assert
+    assert!(answers.iter().all(|r| r.status() == StatusCode::OK));
+    assert_eq!(
+        gauge_most, 4.0,
+        "the gauge reaches A's cap of 4, never more"
+    );
+    assert_eq!(
+        running_most, 4,
+        "ClickHouse ran at most 4 of A's queries at once"
+    );
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, r#"logproxy_tenant_query_slots_limit{tenant="A"}"#),
+        4.0
+    );
+}
