@@ -931,6 +931,8 @@ async fn many_apps_pinned() {
 
 #[path = "load/fleet.rs"]
 mod fleet;
+#[path = "load/tenants.rs"]
+mod tenants;
 
 #[actix_web::main]
 async fn main() {
@@ -948,6 +950,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "gzip") {
         return gzip_vs_nginx().await;
+    }
+    if std::env::args().any(|a| a == "tenants") {
+        return tenants::noisy_neighbour().await;
     }
     install_wrk_if_missing();
     let ch_url = ensure_clickhouse();
