@@ -72,12 +72,13 @@ impl ChClient {
         &self.client
     }
 
-    /// The newest rows of one app, newest first, handed to `sink` as they are decoded.
-    /// `query_id` names the query on the server.
+    /// The newest `limit` rows of one app at or after `since_ms`, newest first, handed to
+    /// `sink` as they are decoded. `query_id` names the query on the server.
     pub async fn logs(
         &self,
         q: &LogQuery,
         since_ms: i64,
+        limit: u32,
         query_id: &str,
         sink: &mut impl LogSink,
     ) -> Result<(), QueryError> {
@@ -86,7 +87,7 @@ impl ChClient {
                 let query = match q.key.level.as_deref() {
                     None => self
                         .client
-                        .query(LOGS)
+                        .query(RUNTIME_LOGS)
                         .bind(Identifier(&self.runtime_table))
                         .bind(&*q.key.app_id)
                         .bind(since_ms),
@@ -98,20 +99,24 @@ impl ChClient {
                         .bind(since_ms)
                         .bind(level_spellings(level)),
                 };
-                let query = query.bind(q.limit);
-                self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| sink.entry(&row))
-                    .await
+                let query = query.bind(limit);
+                self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| {
+                    sink.entry(row.timestamp_ms, &row)
+                })
+                .await
             }
             LogType::Requests => {
                 let query = self
                     .client
-                    .query(LOGS)
+                    .query(REQUEST_LOGS)
                     .bind(Identifier(&self.requests_table))
                     .bind(&*q.key.app_id)
                     .bind(since_ms)
-                    .bind(q.limit);
-                self.each::<RequestEntryRow<'static>>(query, query_id, |row| sink.entry(&row))
-                    .await
+                    .bind(limit);
+                self.each::<RequestEntryRow<'static>>(query, query_id, |row| {
+                    sink.entry(row.timestamp_ms, &row)
+                })
+                .await
             }
         }
     }

@@ -1,15 +1,23 @@
 //! Fixed SQL templates. Values arrive only through `bind` (escaped by the `clickhouse` crate),
 //! table names only as validated identifiers from configuration.
 
-/// Newest rows of one app since a moment, from either log table.
-pub(crate) const LOGS: &str = "SELECT ?fields FROM ? \
+/// Newest rows of one app since a moment, newest first. Rows of one millisecond are put in
+/// the order of their other columns, so the order is total: a page is the same bytes
+/// however ClickHouse reads the parts, and a page refreshed by its newest rows only
+/// (`cache.delta_refresh`) can be byte-identical to a full query.
+pub(crate) const RUNTIME_LOGS: &str = "SELECT ?fields FROM ? \
      WHERE app_id = ? AND timestamp_ms >= ? \
-     ORDER BY timestamp_ms DESC LIMIT ?";
+     ORDER BY timestamp_ms DESC, level, message, route_path, request_id LIMIT ?";
 
-/// As `LOGS` on the runtime table, keeping only rows whose lower-cased level is in a bound array.
+/// As `RUNTIME_LOGS`, keeping only rows whose lower-cased level is in a bound array.
 pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT ?fields FROM ? \
      WHERE app_id = ? AND timestamp_ms >= ? AND has(?, lower(level)) \
-     ORDER BY timestamp_ms DESC LIMIT ?";
+     ORDER BY timestamp_ms DESC, level, message, route_path, request_id LIMIT ?";
+
+/// As `RUNTIME_LOGS`, from the request table.
+pub(crate) const REQUEST_LOGS: &str = "SELECT ?fields FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? \
+     ORDER BY timestamp_ms DESC, method, path, status_code, duration_ms, user_agent, ip LIMIT ?";
 
 /// How many of two tables the current database holds: a probe that touches the tables'
 /// metadata without running a query on them (a view's query may be slow).

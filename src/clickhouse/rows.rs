@@ -85,9 +85,10 @@ impl RequestRow {
     }
 }
 
-/// Receives the entries of a log query one at a time, as they are decoded.
+/// Receives the entries of a log query one at a time, as they are decoded, with each
+/// entry's timestamp.
 pub trait LogSink {
-    fn entry(&mut self, entry: &impl Serialize);
+    fn entry(&mut self, timestamp_ms: i64, entry: &impl Serialize);
 }
 
 impl Serialize for RuntimeEntryRow<'_> {
