@@ -4,7 +4,7 @@ use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::cache::CacheResult;
+use crate::cache::{CacheResult, Refresh};
 use crate::clickhouse::replicas::{AttemptKind, ReplicaMetrics};
 use crate::clickhouse::QueryError;
 use crate::domain::LogType;
@@ -75,6 +75,8 @@ pub struct Metrics {
     pub tenant_slots_in_use: IntGaugeVec,
     pub tenant_slots_limit: IntGaugeVec,
     pub tenant_queue_wait: HistogramVec,
+    /// `logproxy_cache_refreshes_total` by `Refresh::LABELS` index.
+    pub cache_refreshes: [IntCounter; Refresh::LABELS.len()],
 }
 
 /// Why a request was answered 503 `overloaded`: label values of `logproxy_overloaded_total`.
@@ -259,6 +261,14 @@ impl Metrics {
                 "Time each tenant's misses waited for a query slot.",
                 &["tenant"],
             ),
+            cache_refreshes: {
+                let refreshes = counter(
+                    "logproxy_cache_refreshes_total",
+                    "Queries that refreshed a cached page, by kind: delta (its newest rows, merged in) or full.",
+                    &["kind"],
+                );
+                Refresh::LABELS.map(|kind| refreshes.with_label_values(&[kind]))
+            },
             registry,
         };
         let build = register(

@@ -193,8 +193,8 @@ fn serve(
         let owner = core.live.load().auth.owner(query.app_id(), tenant.as_ref());
         let outcome = core
             .cache
-            .get_or_fetch(query.key.clone(), query.limit, coding, &owner, || {
-                core.fetch_page(&owner, &query, &request_id)
+            .get_or_fetch(query.key.clone(), query.limit, coding, &owner, |previous| {
+                core.fetch_page(&owner, &query, &request_id, previous)
             })
             .await;
         drop(busy);

@@ -62,6 +62,19 @@ impl CacheResult {
     }
 }
 
+/// Which kind of query refreshed a page: label values of `logproxy_cache_refreshes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresh {
+    /// The page's newest rows, merged into it (CONTRACT.md §11).
+    Delta,
+    /// The whole window again.
+    Full,
+}
+
+impl Refresh {
+    pub const LABELS: [&'static str; 2] = ["delta", "full"];
+}
+
 /// Where the page of a miss came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Origin {
@@ -122,7 +135,7 @@ impl PageCache {
             .eviction_listener(move |key: Arc<QueryKey>, page: Arc<Page>, _| {
                 // Whatever the cause, a page the cache lets go of is no longer served
                 // through a `Front`. The ledger ignores what it no longer counts.
-                page.set_retired(true);
+                page.retire();
                 lock(&listener).push(((*key).clone(), Arc::downgrade(&page)));
             })
             .build_with_hasher(foldhash::fast::RandomState::default());
@@ -229,7 +242,7 @@ impl PageCache {
         fetch: F,
     ) -> Result<Served, FetchError>
     where
-        F: FnOnce() -> Fut,
+        F: FnOnce(Option<Arc<Page>>) -> Fut,
         Fut: Future<Output = Result<Fetched, FetchError>>,
     {
         // Set when this request's own fetch produced the page (it led the flight).
@@ -242,9 +255,15 @@ impl PageCache {
                 if let Some(page) = self.fresh(&key, limit, Instant::now()) {
                     return Ok(page);
                 }
-                let fetched = fetch().await?;
+                // What the cache holds for the key (past its TTL, or too short): a refresh
+                // may merge into it.
+                let previous = self.pages.get(&key);
+                let fetched = fetch(previous.clone()).await?;
                 let _ = origin.set(fetched.origin);
                 let page = Arc::new(fetched.page);
+                if let Some(previous) = &previous {
+                    page.adopt_views(previous);
+                }
                 self.store(key.clone(), &page, owner);
                 Ok::<_, FetchError>(page)
             })

@@ -16,7 +16,7 @@ fn cache() -> PageCache {
             ttl_seconds: TTL,
             max_bytes: 1 << 20,
             stale_if_error_seconds: STALE,
-            tenant_share: 0.5,
+            ..CacheSettings::default()
         },
         1024,
     )
@@ -69,7 +69,7 @@ fn unavailable() -> FetchError {
 
 /// Stores `p` under `k` through the miss path.
 async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
-    c.get_or_fetch(k.clone(), limit, None, &None, || async { Ok(fetched(p)) })
+    c.get_or_fetch(k.clone(), limit, None, &None, |_| async { Ok(fetched(p)) })
         .await
         .unwrap()
 }
@@ -78,7 +78,7 @@ async fn store(c: &PageCache, k: &QueryKey, limit: u32, p: Page) -> Served {
 async fn concurrent_misses_for_one_key_and_limit_run_one_fetch() {
     let c = cache();
     let fetches = AtomicUsize::new(0);
-    let fetch = || async {
+    let fetch = |_| async {
         fetches.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(Duration::from_millis(50)).await;
         Ok(fetched(page(3, 10, Duration::ZERO)))
@@ -110,7 +110,7 @@ async fn a_page_from_the_fleet_is_a_shared_hit_and_a_fleet_query_a_coalesced_mis
         ("a", Origin::FleetCache, CacheResult::Shared),
         ("b", Origin::FleetQuery, CacheResult::Coalesced),
     ] {
-        let fetch = || async move {
+        let fetch = |_| async move {
             Ok(Fetched {
                 page: page(2, 10, Duration::ZERO),
                 origin,
@@ -199,7 +199,7 @@ async fn a_front_keeps_a_few_keys_holds_no_page_and_checks_freshness() {
         ttl_seconds: TTL - 2,
         max_bytes: 1 << 20,
         stale_if_error_seconds: STALE,
-        tenant_share: 0.5,
+        ..CacheSettings::default()
     });
     assert!(c.hit_in(&mut front, &k, 10, None).is_none());
 }
@@ -242,12 +242,14 @@ async fn a_page_past_its_ttl_is_no_hit_but_stands_in_for_a_failed_fetch() {
     assert!(c.hit(&k, 10, None).is_none(), "expired pages are not hits");
 
     let served = c
-        .get_or_fetch(k.clone(), 10, None, &None, || async { Err(unavailable()) })
+        .get_or_fetch(k.clone(), 10, None, &None, |_| async { Err(unavailable()) })
         .await
         .expect("stale-if-error");
     assert_eq!((served.result, served.max_age), (CacheResult::Stale, 0));
     let overloaded = c
-        .get_or_fetch(k, 10, None, &None, || async { Err(FetchError::Overloaded) })
+        .get_or_fetch(k, 10, None, &None, |_| async {
+            Err(FetchError::Overloaded)
+        })
         .await;
     assert_eq!(overloaded.unwrap().result, CacheResult::Stale);
 }
@@ -264,11 +266,11 @@ async fn past_the_stale_window_or_without_a_page_the_failure_is_returned() {
     )
     .await;
     let outcome = c
-        .get_or_fetch(k, 10, None, &None, || async { Err(unavailable()) })
+        .get_or_fetch(k, 10, None, &None, |_| async { Err(unavailable()) })
         .await;
     assert!(matches!(outcome, Err(FetchError::Upstream(_))));
     let outcome = c
-        .get_or_fetch(key("never"), 10, None, &None, || async {
+        .get_or_fetch(key("never"), 10, None, &None, |_| async {
             Err(FetchError::Overloaded)
         })
         .await;
@@ -279,7 +281,7 @@ async fn past_the_stale_window_or_without_a_page_the_failure_is_returned() {
 async fn failures_are_not_cached_and_fresh_pages_carry_their_remaining_age() {
     let c = cache();
     let k = key("retry");
-    let failed = c.get_or_fetch(k.clone(), 10, None, &None, || async { Err(unavailable()) });
+    let failed = c.get_or_fetch(k.clone(), 10, None, &None, |_| async { Err(unavailable()) });
     assert!(failed.await.is_err());
     let served = store(&c, &k, 10, page(1, 10, Duration::from_secs(3))).await;
     assert_eq!(
@@ -296,7 +298,7 @@ async fn a_page_larger_than_the_budget_is_served_but_not_kept() {
             ttl_seconds: TTL,
             max_bytes: 100,
             stale_if_error_seconds: STALE,
-            tenant_share: 0.5,
+            ..CacheSettings::default()
         },
         1024,
     );

@@ -1,24 +1,23 @@
 //! `Core`: what every app actor shares (settings, ClickHouse, page cache, metrics, the
-//! process-wide query slots) and the miss path that uses them.
+//! process-wide query slots); the miss path that uses them is in `miss.rs`.
+
+mod miss;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 
-use crate::cache::{FetchError, Fetched, Owner, PageCache};
-use crate::clickhouse::{ChClient, Replicas};
-use crate::config::{CorsSettings, RateLimitSettings, Settings};
-use crate::domain::{LogQuery, LogType};
+use crate::cache::PageCache;
+use crate::clickhouse::Replicas;
+use crate::config::{CacheSettings, CorsSettings, RateLimitSettings, Settings};
+use crate::domain::LogType;
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
-use crate::page::{Page, PageBuilder};
-use crate::slots::{Claimant, QuerySlots, SlotLimits};
-
-const MS_PER_HOUR: i64 = 3_600_000;
+use crate::slots::{QuerySlots, SlotLimits};
 
 /// What SIGHUP may change while the process runs; read per request, swapped whole.
 pub struct Live {
@@ -26,6 +25,8 @@ pub struct Live {
     pub levels: Vec<String>,
     pub rate_limit: RateLimitSettings,
     pub cors: CorsSettings,
+    /// TTLs and the refresh by newest rows (`delta_*`).
+    pub cache: CacheSettings,
 }
 
 impl Live {
@@ -35,6 +36,7 @@ impl Live {
             levels: settings.logs.levels.clone(),
             rate_limit: settings.rate_limit.clone(),
             cors: settings.cors.clone(),
+            cache: settings.cache.clone(),
         }
     }
 }
@@ -133,85 +135,6 @@ impl Core {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-
-    /// The miss path (hits never come here): with Redis, the fleet's page or its one query
-    /// for the key; else (or when Redis fails) this process's own query.
-    pub async fn fetch_page(
-        &self,
-        owner: &Owner,
-        q: &LogQuery,
-        request_id: &str,
-    ) -> Result<Fetched, FetchError> {
-        let query = || self.query(owner, q, request_id);
-        match &self.fleet {
-            Some(fleet) => {
-                let ch = &self.settings.clickhouse;
-                // Past this, a proxy that holds the key's lock is taken to be stuck.
-                let max_wait = Duration::from_millis(
-                    ch.queue_timeout_ms
-                        .saturating_add(ch.query_timeout_ms.saturating_mul(2)),
-                );
-                fleet
-                    .fetch(&self.cache, &q.key, q.limit, owner, max_wait, query)
-                    .await
-            }
-            None => Ok(Fetched {
-                page: query().await?,
-                origin: crate::cache::Origin::Query,
-            }),
-        }
-    }
-
-    /// A query of this process: a query slot, in fair turn with the other tenants and
-    /// apps (within `queue_timeout_ms`, else 503 overloaded), then the query, then the page.
-    async fn query(
-        &self,
-        owner: &Owner,
-        q: &LogQuery,
-        request_id: &str,
-    ) -> Result<Page, FetchError> {
-        let claimant = Claimant {
-            tenant: owner.clone(),
-            app: q.key.app_id.clone(),
-        };
-        let queued = Instant::now();
-        let deadline = tokio::time::Instant::now() + self.queue_timeout;
-        let waited = self.slots.acquire(&claimant, deadline).await;
-        self.metrics
-            .query_queue_wait
-            .observe(queued.elapsed().as_secs_f64());
-        let _slot = waited.map_err(|_| FetchError::Overloaded)?;
-
-        let since_ms = chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
-        // Unique on the server even when a client reuses its request id, on one process or
-        // on several of a fleet (ClickHouse refuses a second running query with one id).
-        let n = self.queries.fetch_add(1, Ordering::Relaxed);
-        let query_id = format!("{request_id}.{:08x}.{n}", self.id_prefix >> 32);
-        let started = Instant::now();
-        // A retry or hedge takes a slot too, if one is free within the same caps.
-        let extra_slot = || self.slots.try_acquire(&claimant);
-        let attempt = |ch: ChClient, query_id: String| async move {
-            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, q.limit);
-            ch.logs(q, since_ms, &query_id, &mut page).await?;
-            Ok(page)
-        };
-        let result = self.replicas.run(&query_id, extra_slot, attempt).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => {
-                self.metrics
-                    .clickhouse_errors
-                    .with_label_values(&[e.kind()])
-                    .inc();
-                e.kind()
-            }
-        };
-        self.metrics
-            .query_duration
-            .with_label_values(&[q.key.log_type.as_str(), outcome])
-            .observe(started.elapsed().as_secs_f64());
-        Ok(result?.finish(Instant::now()))
     }
 
     /// Query slots of the process held now.

@@ -1,0 +1,329 @@
+//! The miss path: the fleet's page or a query of this process, in a fair query slot; a
+//! page past its TTL refreshed by its newest rows only where the merge is provably what a
+//! full query would return (CONTRACT.md §11).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::Core;
+use crate::cache::{FetchError, Fetched, Origin, Owner, Refresh};
+use crate::clickhouse::{ChClient, QueryError};
+use crate::config::CacheSettings;
+use crate::domain::LogQuery;
+use crate::page::{Page, PageBuilder};
+use crate::slots::Claimant;
+
+const MS_PER_HOUR: i64 = 3_600_000;
+
+/// A refresh by the newest rows: query the rows at or after `since_ms` (at most `limit`),
+/// then go on with `old`'s entries before `cut_ms`.
+struct Delta<'a> {
+    old: &'a Page,
+    cut_ms: i64,
+    since_ms: i64,
+    limit: u32,
+}
+
+impl<'a> Delta<'a> {
+    /// The refresh of `old` for a request of `limit` whose window starts at `window_ms`, if
+    /// `delta` allows one: a page whose last full query is younger than
+    /// `delta_max_age_seconds`, that covers the request and has a newest entry.
+    fn plan(old: &'a Page, limit: u32, window_ms: i64, delta: &CacheSettings) -> Option<Self> {
+        let max_age = Duration::from_secs(delta.delta_max_age_seconds);
+        let young = old.full_at()?.elapsed() < max_age;
+        if !delta.delta_refresh || !young || !old.covers(limit) {
+            return None;
+        }
+        let overlap = i64::try_from(delta.delta_overlap_ms).unwrap_or(i64::MAX);
+        let cut_ms = old.newest_ms()?.saturating_sub(overlap);
+        Some(Self {
+            old,
+            cut_ms,
+            since_ms: cut_ms.max(window_ms),
+            // A full page keeps its length; a short one held the whole window, so it
+            // stays complete at the longer of the two limits.
+            limit: match old.is_full() {
+                true => old.fetched_limit(),
+                false => old.fetched_limit().max(limit),
+            },
+        })
+    }
+
+    /// The merged page, when it is provably what a full query returns now: the newest rows
+    /// (`fresh`, every row at or after `since_ms`, up to the limit) then the old page's
+    /// entries before the cut that are still in the window. The old page's entries before
+    /// the cut are the first rows there (it took the first rows of the whole window), as long
+    /// as no row at or after the cut went missing: the query found at least as many as the
+    /// old page held there.
+    fn merge(&self, mut fresh: PageBuilder, window_ms: i64) -> Option<Page> {
+        let held = self.old.count_since(self.since_ms);
+        if fresh.len() < held {
+            return None;
+        }
+        fresh.extend_older(self.old, self.cut_ms, window_ms);
+        Some(fresh.finish_merged(Instant::now(), self.old.full_at()))
+    }
+}
+
+impl Core {
+    /// The miss path (hits never come here): with Redis, the fleet's page or its one query
+    /// for the key; else (or when Redis fails) this process's own query. `previous` is the
+    /// page the cache holds for the key, if any (past its TTL, or too short).
+    pub async fn fetch_page(
+        &self,
+        owner: &Owner,
+        q: &LogQuery,
+        request_id: &str,
+        previous: Option<Arc<Page>>,
+    ) -> Result<Fetched, FetchError> {
+        let query = || self.query(owner, q, request_id, previous.as_deref());
+        match &self.fleet {
+            Some(fleet) => {
+                let ch = &self.settings.clickhouse;
+                // Past this, a proxy that holds the key's lock is taken to be stuck.
+                let max_wait = Duration::from_millis(
+                    ch.queue_timeout_ms
+                        .saturating_add(ch.query_timeout_ms.saturating_mul(2)),
+                );
+                fleet
+                    .fetch(&self.cache, &q.key, q.limit, owner, max_wait, query)
+                    .await
+            }
+            None => Ok(Fetched {
+                page: query().await?,
+                origin: Origin::Query,
+            }),
+        }
+    }
+
+    /// A query of this process: a query slot, in fair turn with the other tenants and
+    /// apps (within `queue_timeout_ms`, else 503 overloaded), then the newest rows merged
+    /// into `previous`, or the whole window.
+    async fn query(
+        &self,
+        owner: &Owner,
+        q: &LogQuery,
+        request_id: &str,
+        previous: Option<&Page>,
+    ) -> Result<Page, FetchError> {
+        let claimant = Claimant {
+            tenant: owner.clone(),
+            app: q.key.app_id.clone(),
+        };
+        let queued = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.queue_timeout;
+        let waited = self.slots.acquire(&claimant, deadline).await;
+        self.metrics
+            .query_queue_wait
+            .observe(queued.elapsed().as_secs_f64());
+        let _slot = waited.map_err(|_| FetchError::Overloaded)?;
+
+        let window_ms =
+            chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
+        let live = self.live.load();
+        let delta = previous.and_then(|old| Delta::plan(old, q.limit, window_ms, &live.cache));
+        if let Some(delta) = delta {
+            let fresh = self
+                .run(&claimant, q, delta.since_ms, delta.limit, request_id)
+                .await?;
+            if let Some(page) = delta.merge(fresh, window_ms) {
+                self.count_refresh(Refresh::Delta);
+                return Ok(page);
+            }
+        }
+        let page = self
+            .run(&claimant, q, window_ms, q.limit, request_id)
+            .await?
+            .finish(Instant::now());
+        if previous.is_some() {
+            self.count_refresh(Refresh::Full);
+        }
+        Ok(page)
+    }
+
+    fn count_refresh(&self, kind: Refresh) {
+        self.metrics.cache_refreshes[kind as usize].inc();
+    }
+
+    /// One query on a replica (retried or hedged there at most once): the newest `limit`
+    /// rows of the app at or after `since_ms`, built into a page.
+    async fn run(
+        &self,
+        claimant: &Claimant,
+        q: &LogQuery,
+        since_ms: i64,
+        limit: u32,
+        request_id: &str,
+    ) -> Result<PageBuilder, QueryError> {
+        // Unique on the server even when a client reuses its request id, on one process or
+        // on several of a fleet (ClickHouse refuses a second running query with one id).
+        let n = self.queries.fetch_add(1, Ordering::Relaxed);
+        let query_id = format!("{request_id}.{:08x}.{n}", self.id_prefix >> 32);
+        let started = Instant::now();
+        // A retry or hedge takes a slot too, if one is free within the same caps.
+        let extra_slot = || self.slots.try_acquire(claimant);
+        let attempt = |ch: ChClient, query_id: String| async move {
+            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, limit);
+            ch.logs(q, since_ms, limit, &query_id, &mut page).await?;
+            Ok(page)
+        };
+        let result = self.replicas.run(&query_id, extra_slot, attempt).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => {
+                self.metrics
+                    .clickhouse_errors
+                    .with_label_values(&[e.kind()])
+                    .inc();
+                e.kind()
+            }
+        };
+        self.metrics
+            .query_duration
+            .with_label_values(&[q.key.log_type.as_str(), outcome])
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng as _, SeedableRng as _};
+
+    use super::*;
+    use crate::clickhouse::rows::LogSink as _;
+    use crate::clickhouse::RuntimeRow;
+    use crate::domain::LogType;
+
+    /// What `RUNTIME_LOGS` returns: rows at or after `since_ms`, newest first, ties in the
+    /// order of the other columns, at most `limit`, into a builder.
+    fn query(rows: &[RuntimeRow], since_ms: i64, limit: u32) -> PageBuilder {
+        let mut found: Vec<&RuntimeRow> =
+            rows.iter().filter(|r| r.timestamp_ms >= since_ms).collect();
+        found.sort_by(|a, b| {
+            b.timestamp_ms.cmp(&a.timestamp_ms).then_with(|| {
+                (&a.level, &a.message, &a.route_path, &a.request_id).cmp(&(
+                    &b.level,
+                    &b.message,
+                    &b.route_path,
+                    &b.request_id,
+                ))
+            })
+        });
+        let mut page = PageBuilder::new("app", LogType::Runtime, limit);
+        for row in found.into_iter().take(limit as usize) {
+            page.entry(row.timestamp_ms, &row.as_entry());
+        }
+        page
+    }
+
+    fn row(rng: &mut impl rand::Rng, ts: i64) -> RuntimeRow {
+        RuntimeRow {
+            app_id: "app".into(),
+            timestamp_ms: ts,
+            level: ["info", "warn"][rng.random_range(0..2)].into(),
+            message: format!("m{}", rng.random_range(0..3)),
+            route_path: "/x".into(),
+            request_id: format!("r{}", rng.random_range(0..2)),
+        }
+    }
+
+    fn settings(overlap_ms: u64) -> CacheSettings {
+        CacheSettings {
+            delta_overlap_ms: overlap_ms,
+            ..CacheSettings::default()
+        }
+    }
+
+    #[test]
+    fn a_merged_refresh_is_byte_identical_to_a_full_query_through_late_rows_ties_and_a_moving_window(
+    ) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        for limit in [5, 50, 400] {
+            let (hour, overlap) = (3_600_000i64, 30_000i64);
+            let mut now = 10 * hour;
+            let mut rows: Vec<_> = (0..300)
+                .map(|_| {
+                    let ts = now - rng.random_range(0..hour);
+                    row(&mut rng, ts)
+                })
+                .collect();
+            let mut page = query(&rows, now - hour, limit).finish(Instant::now());
+            let mut merged = 0;
+            for _ in 0..60 {
+                now += rng.random_range(1_000..120_000);
+                // New rows, some up to the overlap late, some on one millisecond, some
+                // exact copies of a row already there.
+                for _ in 0..rng.random_range(0..20) {
+                    let ts = now - rng.random_range(0..overlap - 1_000);
+                    rows.push(row(&mut rng, ts));
+                }
+                let tie = now - 5;
+                rows.extend((0..3).map(|_| row(&mut rng, tie)));
+                let recent: Vec<_> = rows
+                    .iter()
+                    .filter(|r| r.timestamp_ms >= now - 20_000)
+                    .cloned()
+                    .collect();
+                if !recent.is_empty() && rng.random_bool(0.5) {
+                    rows.push(recent[rng.random_range(0..recent.len())].clone());
+                }
+                let window = now - hour;
+                let full = query(&rows, window, limit).finish(Instant::now());
+                let delta =
+                    Delta::plan(&page, limit, window, &settings(overlap as u64)).expect("a delta");
+                let fresh = query(&rows, delta.since_ms, delta.limit);
+                if let Some(next) = delta.merge(fresh, window) {
+                    assert_eq!(
+                        next.view(limit).body,
+                        full.view(limit).body,
+                        "limit {limit}"
+                    );
+                    merged += 1;
+                    page = next;
+                } else {
+                    page = full;
+                }
+            }
+            assert!(merged >= 55, "limit {limit}: {merged} of 60 merged");
+        }
+    }
+
+    #[test]
+    fn no_delta_for_an_old_page_a_page_that_cannot_cover_the_limit_or_with_delta_off() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let rows: Vec<_> = (0..10).map(|i| row(&mut rng, 1_000_000 - i)).collect();
+        let full = query(&rows, 0, 10).finish(Instant::now());
+        assert!(Delta::plan(&full, 10, 0, &settings(1000)).is_some());
+        assert!(
+            Delta::plan(&full, 11, 0, &settings(1000)).is_none(),
+            "11 > the 10 it holds"
+        );
+        let off = CacheSettings {
+            delta_refresh: false,
+            ..settings(1000)
+        };
+        assert!(Delta::plan(&full, 10, 0, &off).is_none());
+        let old = query(&rows, 0, 10).finish(Instant::now() - Duration::from_secs(301));
+        assert!(
+            Delta::plan(&old, 10, 0, &settings(1000)).is_none(),
+            "past delta_max_age_seconds"
+        );
+        let empty = query(&[], 0, 10).finish(Instant::now());
+        assert!(Delta::plan(&empty, 10, 0, &settings(1000)).is_none());
+    }
+
+    #[test]
+    fn a_refresh_that_finds_fewer_rows_than_the_page_held_after_the_cut_is_not_merged() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let rows: Vec<_> = (0..10)
+            .map(|i| row(&mut rng, 1_000_000 - i * 100))
+            .collect();
+        let page = query(&rows, 0, 10).finish(Instant::now());
+        let delta = Delta::plan(&page, 10, 0, &settings(500)).unwrap();
+        // Rows at or after the cut went missing (deleted): the merge cannot be proven.
+        let fresh = query(&rows[1..], delta.since_ms, delta.limit);
+        assert!(delta.merge(fresh, 0).is_none());
+    }
+}
