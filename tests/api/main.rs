@@ -8,6 +8,7 @@ mod clickhouse_failures;
 mod compression;
 mod contract;
 mod cors;
+mod delta;
 mod deploy;
 mod endpoints;
 mod fleet;
