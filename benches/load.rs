@@ -929,6 +929,8 @@ async fn many_apps_pinned() {
     );
 }
 
+#[path = "load/delta.rs"]
+mod delta;
 #[path = "load/fleet.rs"]
 mod fleet;
 #[path = "load/tenants.rs"]
@@ -950,6 +952,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "gzip") {
         return gzip_vs_nginx().await;
+    }
+    if std::env::args().any(|a| a == "delta") {
+        return delta::delta_vs_full().await;
     }
     if std::env::args().any(|a| a == "tenants") {
         return tenants::noisy_neighbour().await;
