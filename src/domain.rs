@@ -50,7 +50,8 @@ pub struct QueryKey {
     pub app_id: Arc<str>,
     pub log_type: LogType,
     pub hours: u32,
-    /// Lower case, `warning` folded into `warn`; always `None` for `requests`.
+    /// Lower case, `warning` folded into `warn`; always `None` for `requests` (checked, but
+    /// it filters nothing there).
     pub level: Option<Arc<str>>,
 }
 
@@ -123,7 +124,8 @@ pub enum InvalidQuery {
 
 impl LogQuery {
     /// The normalized query. Integer problems (every one listed) come before enumerated
-    /// values, as the contract orders them.
+    /// values, as the contract orders them; of those, `log_type` (what is asked for) comes
+    /// before `level` (how it is filtered).
     pub fn new(
         app_id: Arc<str>,
         raw: RawQuery<'_>,
@@ -141,10 +143,13 @@ impl LogQuery {
                 LogType::parse(v).ok_or_else(|| InvalidQuery::LogType { value: v.into() })?
             }
         };
-        let level = match (log_type, raw.level) {
-            (LogType::Requests, _) | (_, None | Some("")) => None,
-            (LogType::Runtime, Some(v)) => Some(normalize_level(v, allowed_levels)?),
+        // Checked for every log type (a client's typo is an error whatever it asks for),
+        // but a filter of runtime lines only: `requests` has no level to filter by.
+        let level = match raw.level {
+            None | Some("") => None,
+            Some(v) => Some(normalize_level(v, allowed_levels)?),
         };
+        let level = level.filter(|_| log_type == LogType::Runtime);
         Ok(LogQuery {
             key: QueryKey {
                 app_id,
@@ -268,12 +273,17 @@ mod tests {
     }
 
     #[test]
-    fn level_is_dropped_for_requests_and_an_empty_level_is_absent() {
+    fn level_is_checked_for_requests_too_but_dropped_from_their_key() {
         assert_eq!(
-            parse("log_type=requests&level=bogus").unwrap().key.level,
-            None
+            parse("log_type=requests&level=WARNING").unwrap(),
+            parse("log_type=requests").unwrap()
         );
+        assert!(matches!(
+            parse("log_type=requests&level=bogus"),
+            Err(InvalidQuery::Level { value, .. }) if value == "bogus"
+        ));
         assert_eq!(parse("level=").unwrap().key.level, None);
+        assert_eq!(parse("log_type=requests&level=").unwrap().key.level, None);
     }
 
     #[test]
@@ -312,6 +322,14 @@ mod tests {
         assert!(matches!(
             parse("level=' OR 1=1 --"),
             Err(InvalidQuery::Level { .. })
+        ));
+        assert!(matches!(
+            parse("log_type=x&level=fatal"),
+            Err(InvalidQuery::LogType { .. })
+        ));
+        assert!(matches!(
+            parse("log_type=requests&level=fatal&limit=0"),
+            Err(InvalidQuery::Fields(_))
         ));
     }
 

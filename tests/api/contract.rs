@@ -152,6 +152,27 @@ async fn logs_returns_400_for_bad_enumerated_values() {
 }
 
 #[actix_web::test]
+async fn logs_checks_level_for_requests_too_after_log_type() {
+    let app = spawn_app().await;
+    for query in [
+        "log_type=requests&level=fatal",
+        "log_type=REQUESTS&level=warnin",
+    ] {
+        let resp = app.get("app-1", query).await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{query}");
+        let body = body_json(resp).await;
+        assert_error(&body, 400, "BadRequestError", "invalid_level");
+        assert_eq!(
+            body["error"]["details"]["allowed"],
+            json!(["log", "debug", "info", "warn", "error"]),
+            "{query}"
+        );
+    }
+    let body = body_json(app.get("app-1", "log_type=request&level=fatal").await).await;
+    assert_error(&body, 400, "BadRequestError", "invalid_log_type");
+}
+
+#[actix_web::test]
 async fn logs_accepts_every_spelling_the_contract_allows() {
     let app = spawn_app().await;
     for query in [
@@ -159,7 +180,8 @@ async fn logs_accepts_every_spelling_the_contract_allows() {
         "log_type=runtime",
         "log_type=Runtime",
         "log_type=REQUESTS",
-        "log_type=requests&level=anything-goes",
+        "log_type=requests&level=error",
+        "log_type=requests&level=WARNING&level=",
         "level=",
         "level=WARNING",
         "level=Warn",
