@@ -7,6 +7,7 @@
 #   as_root CMD...              run CMD as root (directly, or through sudo)
 #   ensure_packages PKG...      apt-get install the packages that are not installed yet
 #   need_cargo                  cargo on PATH (rustup's ~/.cargo/env) and a C linker
+#   pip_pinned VENV NAME==VER...  a virtualenv at VENV (made if missing) holding these versions
 #   wait_http URL SECONDS [PID] until URL answers 2xx (SECONDS=0: ask once); fails early if PID dies
 #   port_in_use PORT [HOST]     something accepts TCP connections on HOST (127.0.0.1):PORT
 #   stop_pid PID                SIGTERM, then SIGKILL after 30 s; returns once PID is gone
@@ -57,6 +58,29 @@ need_cargo() {
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
     command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
+}
+
+# pip_holds VENV NAME==VERSION: the virtualenv has exactly that version installed.
+pip_holds() {
+    [[ "$("$1/bin/python" -c 'import importlib.metadata as m, sys; print(m.version(sys.argv[1]))' \
+        "${2%%==*}" 2>/dev/null)" == "${2#*==}" ]]
+}
+
+pip_pinned() {
+    local venv="$1" spec missing=()
+    shift
+    for spec in "$@"; do pip_holds "$venv" "$spec" || missing+=("$spec"); done
+    (( ${#missing[@]} )) || return 0
+    if [[ ! -x "$venv/bin/pip" ]]; then
+        # Debian's python3 keeps ensurepip (which venv needs) in python3-venv.
+        python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv
+        rm -rf "$venv"
+        mkdir -p "$(dirname "$venv")"
+        python3 -m venv "$venv"
+    fi
+    log "installing ${missing[*]} in $venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${missing[@]}"
+    for spec in "$@"; do pip_holds "$venv" "$spec" || die "$venv does not hold $spec"; done
 }
 
 wait_http() {

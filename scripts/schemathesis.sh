@@ -37,23 +37,7 @@ ORIGIN="https://dashboard.example"
 # ------------------------------------------------------------------ the venv ---
 ensure_packages curl
 command -v python3 >/dev/null 2>&1 || ensure_packages python3
-installed_version() {
-    "$VENV/bin/python" -c 'import importlib.metadata as m; print(m.version("schemathesis"))' \
-        2>/dev/null || true
-}
-if [[ "$(installed_version)" != "$SCHEMATHESIS_VERSION" ]]; then
-    if [[ ! -x "$VENV/bin/pip" ]]; then
-        # Debian's python3 keeps ensurepip (which venv needs) in python3-venv.
-        python3 -c 'import ensurepip' 2>/dev/null || ensure_packages python3-venv
-        rm -rf "$VENV"
-        mkdir -p "$(dirname "$VENV")"
-        python3 -m venv "$VENV"
-    fi
-    log "installing schemathesis==$SCHEMATHESIS_VERSION in $VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-fi
-[[ "$(installed_version)" == "$SCHEMATHESIS_VERSION" ]] \
-    || die "schemathesis $SCHEMATHESIS_VERSION is not what $VENV holds"
+pip_pinned "$VENV" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # ------------------------------------------------------------ the service ---
 need_cargo
