@@ -47,18 +47,24 @@ pub fn document(levels: &[String]) -> Value {
     let detail = &mut doc["components"]["schemas"]["ErrorDetail"]["properties"];
     detail["type"]["enum"] = json!(kinds);
     detail["code"]["enum"] = json!(codes);
-    let query = &mut doc["components"]["schemas"]["LogsQuery"];
-    query["properties"]["log_type"]["enum"] = json!(LogType::ALL.map(LogType::as_str));
-    // `level` is checked only for `log_type=runtime`: the schema's `else` branch.
-    let mut level_values: Vec<&str> = levels.iter().map(String::as_str).collect();
-    if levels.iter().any(|l| l == "warn") {
-        level_values.push("warning");
+    let log_types = json!(LogType::ALL.map(LogType::as_str));
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["AppLogsResponse"]["properties"]["log_type"]["enum"] = log_types.clone();
+    schemas["LogType"]["enum"] = log_types;
+    // Checked for every log type, so one plain enum: a generated client's type for `level`.
+    // `warning` (an alias) right after `warn`; empty counts as absent.
+    let mut level_values: Vec<&str> = Vec::new();
+    for level in levels {
+        level_values.push(level);
+        if level == "warn" {
+            level_values.push("warning");
+        }
     }
-    level_values.push(""); // empty counts as absent
-    query["else"]["properties"]["level"]["enum"] = json!(level_values);
-    for (name, p) in [("hours", HOURS), ("limit", LIMIT)] {
-        bounds(&mut query["properties"][name], p);
-    }
+    level_values.push("");
+    schemas["Level"]["enum"] = json!(level_values);
+    let params = &mut doc["components"]["parameters"];
+    bounds(&mut params["Hours"]["schema"], HOURS);
+    bounds(&mut params["Limit"]["schema"], LIMIT);
     doc
 }
 
@@ -104,8 +110,7 @@ mod tests {
                 .any(|e| e["value"] == body);
             assert!(found, "{status}: {body}");
         }
-        let level =
-            &doc["components"]["schemas"]["LogsQuery"]["else"]["properties"]["level"]["enum"];
+        let level = &doc["components"]["schemas"]["Level"]["enum"];
         assert_eq!(level, &json!(["info", "warn", "warning", ""]));
     }
 }

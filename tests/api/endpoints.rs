@@ -1,6 +1,7 @@
-//! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` (CONTRACT.md §2 and §5).
+//! `/healthz`, `/readyz`, `/metrics` and `/openapi.json` (CONTRACT.md §2, §5 and §12).
 
 use reqwest::StatusCode;
+use serde_json::{json, Value};
 
 use crate::helpers::{
     body_json, header, now_ms, runtime_row, spawn_app, start_app, test_settings_with_clickhouse,
@@ -91,5 +92,53 @@ async fn openapi_json_describes_the_logs_endpoint() {
             op["responses"][status].is_object(),
             "response {status} documented"
         );
+    }
+}
+
+/// `#/components/...` references followed, one level at a time.
+fn resolve<'d>(doc: &'d Value, value: &'d Value) -> &'d Value {
+    match value["$ref"].as_str() {
+        Some(reference) => {
+            let pointer = reference.strip_prefix('#').unwrap();
+            resolve(
+                doc,
+                doc.pointer(pointer)
+                    .unwrap_or_else(|| panic!("{reference}")),
+            )
+        }
+        None => value,
+    }
+}
+
+#[actix_web::test]
+async fn openapi_json_names_the_four_query_parameters_one_by_one() {
+    let app = spawn_app().await;
+
+    let doc = body_json(app.get_path("/openapi.json").await).await;
+
+    for method in ["get", "head"] {
+        let parameters = doc["paths"]["/v1/apps/{app_id}/logs"][method]["parameters"]
+            .as_array()
+            .unwrap();
+        let query: Vec<(&str, &Value)> = parameters
+            .iter()
+            .map(|p| resolve(&doc, p))
+            .filter(|p| p["in"] == "query")
+            .map(|p| (p["name"].as_str().unwrap(), resolve(&doc, &p["schema"])))
+            .collect();
+        let names: Vec<&str> = query.iter().map(|(name, _)| *name).collect();
+        assert_eq!(names, ["log_type", "hours", "level", "limit"], "{method}");
+        let [log_type, hours, level, limit] = [0, 1, 2, 3].map(|i| query[i].1);
+        assert_eq!(log_type["enum"], json!(["runtime", "requests"]));
+        assert_eq!(log_type["default"], "runtime");
+        let levels = ["log", "debug", "info", "warn", "warning", "error", ""];
+        assert_eq!(level["enum"], json!(levels), "the configured levels");
+        for (schema, max, default) in [(hours, 168, 1), (limit, 1000, 100)] {
+            let rule = ["type", "minimum", "maximum", "default"].map(|k| &schema[k]);
+            assert_eq!(
+                rule,
+                [&json!("integer"), &json!(1), &json!(max), &json!(default)]
+            );
+        }
     }
 }
