@@ -46,10 +46,10 @@ def error_code(response):
 
 @case
 def the_logs_operation_takes_the_four_query_parameters_as_arguments():
-    from logproxy_client.models import Level, LogType
-
     params = inspect.signature(logs_operation().sync_detailed).parameters
     assert all(p in params for p in QUERY) and "query" not in params, list(params)
+    from logproxy_client.models import Level, LogType
+
     hints = typing.get_type_hints(logs_operation().sync_detailed)
     assert LogType in typing.get_args(hints["log_type"]), hints["log_type"]
     assert Level in typing.get_args(hints["level"]), hints["level"]
