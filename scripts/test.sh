@@ -16,6 +16,7 @@
 #        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
+#   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
@@ -56,3 +57,4 @@ export LOGPROXY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${ports[0]}"
 export LOGPROXY_TEST_CLICKHOUSE_URLS="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]}"
 cargo test --locked "$@"
 scripts/schemathesis.sh
+scripts/openapi-client.sh
