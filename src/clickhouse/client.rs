@@ -21,16 +21,23 @@ const DDL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct ChClient {
     client: Client,
+    /// The tables queries read: the configured ones, or on a cluster the shard's local ones.
     runtime_table: String,
     requests_table: String,
+    /// The configured tables: what writers insert into (on a cluster, the Distributed ones).
+    runtime_writes: String,
+    requests_writes: String,
     database: String,
+    /// With `clickhouse.shards`: the cluster's name in `remote_servers`.
+    cluster: Option<String>,
     query_timeout: Duration,
 }
 
 impl ChClient {
-    /// A client of the first replica (`clickhouse.url`, or the first of `urls`).
+    /// A client of the first replica (`clickhouse.url`, the first of `urls`, or of the
+    /// first shard).
     pub fn new(settings: &ClickHouseSettings) -> Self {
-        Self::with_url(settings, &settings.replica_urls()[0])
+        Self::with_url(settings, &settings.all_urls()[0])
     }
 
     /// A client of the server at `url`, with everything else from `settings`.
@@ -58,11 +65,20 @@ impl ChClient {
                 Compression::None
             })
             .with_setting("max_execution_time", server_seconds.to_string());
+        // On a cluster, an insert through a Distributed table returns once every shard has
+        // its rows (seeding, tests), not when ClickHouse has queued them.
+        let client = match settings.is_cluster() {
+            true => client.with_setting("insert_distributed_sync", "1"),
+            false => client,
+        };
         Self {
             client,
-            runtime_table: settings.runtime_table.clone(),
-            requests_table: settings.requests_table.clone(),
+            runtime_table: settings.read_table(&settings.runtime_table),
+            requests_table: settings.read_table(&settings.requests_table),
+            runtime_writes: settings.runtime_table.clone(),
+            requests_writes: settings.requests_table.clone(),
             database: settings.database.clone(),
+            cluster: settings.is_cluster().then(|| settings.cluster.clone()),
             query_timeout,
         }
     }
@@ -166,35 +182,71 @@ impl ChClient {
         }
     }
 
+    /// The cluster's shards as this server's `system.clusters` has them: their weights, in
+    /// shard order (empty when it does not know the cluster). `None` without a cluster.
+    pub async fn cluster_layout(&self, timeout: Duration) -> Result<Option<Vec<u32>>, QueryError> {
+        let Some(cluster) = &self.cluster else {
+            return Ok(None);
+        };
+        let query = self.client.query(CLUSTER_LAYOUT).bind(cluster);
+        let shards = bounded(timeout, query.fetch_all::<(u32, u32)>()).await?;
+        Ok(Some(shards.into_iter().map(|(_, weight)| weight).collect()))
+    }
+
     /// Asks the server to stop the query `query_id` (and not to wait for it to end).
     pub async fn kill_query(&self, query_id: &str, timeout: Duration) -> Result<(), QueryError> {
         let kill = self.client.query(KILL_QUERY).bind(query_id);
         bounded(timeout, kill.execute()).await
     }
 
-    /// Creates the database and both tables; safe to run again.
+    /// Creates the database and both tables; safe to run again. On a cluster, the tables
+    /// of §3 are this server's local tables (`<table>_local`), and `<table>` is a Distributed
+    /// table over them.
     pub async fn migrate(&self) -> Result<(), QueryError> {
         let system = self.client.clone().with_database("system");
         let create_db = system
             .query(CREATE_DATABASE)
             .bind(Identifier(&self.database));
         bounded(DDL_TIMEOUT, create_db.execute()).await?;
-        for (ddl, table) in [
-            (CREATE_RUNTIME_TABLE, &self.runtime_table),
-            (CREATE_REQUESTS_TABLE, &self.requests_table),
-        ] {
-            let query = self.client.query(ddl).bind(Identifier(table));
+        let tables = [
+            (
+                CREATE_RUNTIME_TABLE,
+                &self.runtime_table,
+                &self.runtime_writes,
+            ),
+            (
+                CREATE_REQUESTS_TABLE,
+                &self.requests_table,
+                &self.requests_writes,
+            ),
+        ];
+        for (ddl, local, _) in tables {
+            let query = self.client.query(ddl).bind(Identifier(local));
             bounded(DDL_TIMEOUT, query.execute()).await?;
+        }
+        if let Some(cluster) = &self.cluster {
+            for (_, local, distributed) in tables {
+                let query = self
+                    .client
+                    .query(CREATE_DISTRIBUTED_TABLE)
+                    .bind(Identifier(distributed))
+                    .bind(Identifier(local))
+                    .bind(Identifier(cluster))
+                    .bind(Identifier(&self.database))
+                    .bind(Identifier(local));
+                bounded(DDL_TIMEOUT, query.execute()).await?;
+            }
         }
         Ok(())
     }
 
+    /// Inserts into the configured runtime table (on a cluster, the Distributed one).
     pub async fn insert_runtime(&self, rows: &[RuntimeRow]) -> Result<(), QueryError> {
-        self.insert(&self.runtime_table, rows).await
+        self.insert(&self.runtime_writes, rows).await
     }
 
     pub async fn insert_requests(&self, rows: &[RequestRow]) -> Result<(), QueryError> {
-        self.insert(&self.requests_table, rows).await
+        self.insert(&self.requests_writes, rows).await
     }
 
     async fn insert<T: RowOwned + RowWrite>(

@@ -24,6 +24,16 @@ pub(crate) const REQUEST_LOGS: &str = "SELECT ?fields FROM ? \
 pub(crate) const PROBE: &str = "SELECT toUInt64(count()) FROM system.tables \
      WHERE database = currentDatabase() AND name IN (?, ?)";
 
+/// A cluster's shards as this server knows them (`remote_servers`): each shard's weight, in
+/// shard order.
+pub(crate) const CLUSTER_LAYOUT: &str = "SELECT toUInt32(shard_num), toUInt32(any(shard_weight)) \
+     FROM system.clusters WHERE cluster = ? GROUP BY shard_num ORDER BY shard_num";
+
+/// The Distributed table over a cluster's local tables (CONTRACT.md §13): table, local
+/// table, cluster, database, local table. Rows go to the shard ClickHouse's rule picks.
+pub(crate) const CREATE_DISTRIBUTED_TABLE: &str =
+    "CREATE TABLE IF NOT EXISTS ? AS ? ENGINE = Distributed(?, ?, ?, sipHash64(app_id))";
+
 /// Stops a query by id, without waiting for it to end.
 pub(crate) const KILL_QUERY: &str = "KILL QUERY WHERE query_id = ? ASYNC";
 

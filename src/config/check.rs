@@ -14,16 +14,41 @@ impl Settings {
                     .into(),
             );
         }
-        for url in ch.replica_urls() {
+        if ch.is_cluster() && (!ch.url.is_empty() || !ch.urls.is_empty()) {
+            return Err(
+                "clickhouse.shards is set together with clickhouse.url or clickhouse.urls: \
+                 with a cluster, each shard lists its replicas as its own urls"
+                    .into(),
+            );
+        }
+        if ch.is_cluster() && !is_identifier(&ch.cluster) {
+            return Err(format!(
+                "clickhouse.cluster = {:?}: with clickhouse.shards, name the cluster of \
+                 ClickHouse's remote_servers (a plain identifier)",
+                ch.cluster
+            ));
+        }
+        for (i, shard) in ch.shards.iter().enumerate() {
+            if shard.urls.is_empty() || shard.weight == 0 {
+                return Err(format!(
+                    "clickhouse.shards[{i}]: a shard needs at least one url and a weight of at least 1"
+                ));
+            }
+        }
+        for url in ch.all_urls() {
             if !url.starts_with("http://") {
                 return Err(format!(
                     "clickhouse replica {url:?}: only http:// URLs are supported (this build has no TLS)"
                 ));
             }
         }
+        let (runtime, requests) = (
+            ch.read_table(&ch.runtime_table),
+            ch.read_table(&ch.requests_table),
+        );
         for (key, name) in [
-            ("clickhouse.runtime_table", &ch.runtime_table),
-            ("clickhouse.requests_table", &ch.requests_table),
+            ("clickhouse.runtime_table", &runtime),
+            ("clickhouse.requests_table", &requests),
             ("clickhouse.database", &ch.database),
         ] {
             if !is_identifier(name) {

@@ -16,7 +16,7 @@ pub use access::{
     AuthSettings, LogsSettings, RateLimitOverride, RateLimitSettings, TenantSettings,
 };
 pub use cache::CacheSettings;
-pub use clickhouse::{ClickHouseSettings, DEFAULT_CLICKHOUSE_URL};
+pub use clickhouse::{shards_from_text, ClickHouseSettings, ShardSettings, DEFAULT_CLICKHOUSE_URL};
 pub use redis::RedisSettings;
 pub use server::{
     ActorSettings, CompressionSettings, CorsSettings, LogFormat, LoggingSettings, ServerSettings,
@@ -111,15 +111,27 @@ impl Settings {
             .map_err(invalid)?
             .try_deserialize()
             .map_err(invalid)?;
-        // The environment overrides the file: one of the two replica keys set there
-        // replaces whichever of them the file set.
+        // The environment overrides the file: one of the server keys (url, urls, shards)
+        // set there replaces whichever of them the file set.
         let env = |key| std::env::var_os(key).is_some();
+        let ch = &mut settings.clickhouse;
         match (
             env("LOGPROXY__CLICKHOUSE__URL"),
             env("LOGPROXY__CLICKHOUSE__URLS"),
+            env("LOGPROXY__CLICKHOUSE__SHARDS"),
         ) {
-            (true, false) => settings.clickhouse.urls.clear(),
-            (false, true) => settings.clickhouse.url.clear(),
+            (true, false, false) => {
+                ch.urls.clear();
+                ch.shards.clear();
+            }
+            (false, true, false) => {
+                ch.url.clear();
+                ch.shards.clear();
+            }
+            (false, false, true) => {
+                ch.url.clear();
+                ch.urls.clear();
+            }
             _ => {}
         }
         settings.check().map_err(|message| ConfigError::Rejected {
