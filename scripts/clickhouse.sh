@@ -22,6 +22,8 @@
 #   CLICKHOUSE_PURGE=1        same as `stop --purge`
 #   CLICKHOUSE_START_TIMEOUT  seconds to wait for /ping (default 60)
 #   CLICKHOUSE_SERVER_BIN     server binary to run instead of the installed one
+#   CLICKHOUSE_EXTRA_CONFIG   an XML file merged into the server's config (copied into its
+#                             config.d/ on start), e.g. remote_servers for a cluster (cluster.sh)
 set -euo pipefail
 SCRIPTS="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 . "$SCRIPTS/lib.sh"
@@ -120,6 +122,11 @@ cmd_start() {
         # shellcheck disable=SC2034   # CH_DIR, HTTP_PORT and TCP_PORT are read by render
         render "$SCRIPTS/clickhouse/config.xml.in" CH_DIR HTTP_PORT TCP_PORT >"$CH_DIR/config.xml"
         cp "$SCRIPTS/clickhouse/users.xml" "$CH_DIR/users.xml"
+        rm -rf "$CH_DIR/config.d"
+        if [[ -n "${CLICKHOUSE_EXTRA_CONFIG:-}" ]]; then
+            mkdir -p "$CH_DIR/config.d"
+            cp "$CLICKHOUSE_EXTRA_CONFIG" "$CH_DIR/config.d/"
+        fi
         rm -f "$PID_FILE"
         log "starting $bin (http 127.0.0.1:$HTTP_PORT, tcp 127.0.0.1:$TCP_PORT, dir $CH_DIR)"
         # setsid: a session of its own, so the server outlives the caller's terminal and

@@ -69,7 +69,9 @@ impl Cli {
             Command::Migrate { config } => {
                 let settings = Settings::load(&config)?;
                 // Replicas hold the same data but replicate nothing here: each gets it all.
-                for url in settings.clickhouse.replica_urls() {
+                // On a cluster, every replica of every shard gets its local tables and the
+                // Distributed tables over the cluster's.
+                for url in settings.clickhouse.all_urls() {
                     ChClient::with_url(&settings.clickhouse, &url)
                         .migrate()
                         .await
@@ -99,7 +101,14 @@ impl Cli {
                 };
                 let now_ms = chrono::Utc::now().timestamp_millis();
                 let mut rows = 0;
-                for url in settings.clickhouse.replica_urls() {
+                // Each replica gets the rows; on a cluster they go in once, through the
+                // Distributed tables, which put each app on its shard.
+                let ch = &settings.clickhouse;
+                let targets = match ch.is_cluster() {
+                    true => ch.all_urls().into_iter().take(1).collect(),
+                    false => ch.replica_urls(),
+                };
+                for url in targets {
                     let ch = ChClient::with_url(&settings.clickhouse, &url);
                     rows = seed(&ch, &plan, now_ms)
                         .await

@@ -183,9 +183,9 @@ impl Metrics {
             replica_up: {
                 let opts = Opts::new(
                     "logproxy_clickhouse_replica_up",
-                    "1 while the replica's last probe succeeded, by index in clickhouse.urls.",
+                    "1 while the replica's last probe succeeded, by shard (index in clickhouse.shards, 0 without) and replica (index in its urls).",
                 );
-                let g = IntGaugeVec::new(opts, &["replica"]).expect("valid metric");
+                let g = IntGaugeVec::new(opts, &["shard", "replica"]).expect("valid metric");
                 registry
                     .register(Box::new(g.clone()))
                     .expect("unique metric");
@@ -194,7 +194,7 @@ impl Metrics {
             clickhouse_attempts: counter(
                 "logproxy_clickhouse_attempts_total",
                 "Queries sent to a replica, by kind: first, retry (after a failure), hedge.",
-                &["replica", "kind"],
+                &["shard", "replica", "kind"],
             ),
             query_slots_in_use: gauge(
                 "logproxy_query_slots_in_use",
@@ -358,14 +358,14 @@ impl Metrics {
             .inc();
     }
 
-    /// The handles of replica `index`, every label value created now.
-    pub fn replica(&self, index: usize) -> ReplicaMetrics {
-        let replica = index.to_string();
+    /// The handles of replica `index` of shard `shard`, every label value created now.
+    pub fn replica(&self, shard: usize, index: usize) -> ReplicaMetrics {
+        let (shard, replica) = (shard.to_string(), index.to_string());
         ReplicaMetrics {
-            up: self.replica_up.with_label_values(&[&replica]),
+            up: self.replica_up.with_label_values(&[&shard, &replica]),
             attempts: AttemptKind::LABELS.map(|kind| {
                 self.clickhouse_attempts
-                    .with_label_values(&[&replica, kind])
+                    .with_label_values(&[&shard, &replica, kind])
             }),
         }
     }

@@ -11,7 +11,6 @@ use arc_swap::ArcSwap;
 
 use crate::actors::Registry;
 use crate::api::{self, AppState};
-use crate::clickhouse::Replicas;
 use crate::config::Settings;
 use crate::metrics::Metrics;
 use crate::state::Core;
@@ -51,7 +50,7 @@ impl Application {
         let workers = settings.server.workers;
         let server_settings = settings.server.clone();
         let core = Arc::new(Core::new(settings, Metrics::new()).map_err(std::io::Error::other)?);
-        Replicas::spawn_probes(&core.replicas);
+        core.shards.spawn_probes();
         let app_state = web::Data::new(AppState {
             registry: Arc::new(Registry::new(core.clone())),
             openapi: ArcSwap::from_pointee(api::openapi::rendered(&core.settings.logs.levels)),

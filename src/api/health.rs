@@ -1,5 +1,5 @@
-//! `/healthz` (the process runs) and `/readyz` (a ClickHouse replica is healthy, from the
-//! probes' state: never a query of its own).
+//! `/healthz` (the process runs) and `/readyz` (a ClickHouse replica of some shard is
+//! healthy, from the probes' state: never a query of its own).
 
 use std::sync::atomic::Ordering;
 
@@ -17,16 +17,25 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(json!({ "status": "unavailable", "reason": "shutting down" }));
     }
-    let replicas = &state.core.replicas;
-    let ready = replicas.ready().await;
-    let status = replicas.status();
+    let shards = &state.core.shards;
+    let ready = shards.ready().await;
+    let status = shards.status();
+    // Every replica once more, flat, as before shards (each names its shard).
+    let replicas: Vec<_> = status.iter().flat_map(|s| s.replicas.clone()).collect();
     if ready {
-        HttpResponse::Ok().json(json!({ "status": "ready", "replicas": status }))
+        HttpResponse::Ok()
+            .json(json!({ "status": "ready", "shards": status, "replicas": replicas }))
     } else {
+        let reasons: Vec<_> = replicas.iter().filter_map(|r| r.reason.clone()).collect();
+        let reason = match reasons.first() {
+            Some(first) => format!("no healthy clickhouse replica: {first}"),
+            None => "no healthy clickhouse replica".to_owned(),
+        };
         HttpResponse::ServiceUnavailable().json(json!({
             "status": "unavailable",
-            "reason": "no healthy clickhouse replica",
-            "replicas": status,
+            "reason": reason,
+            "shards": status,
+            "replicas": replicas,
         }))
     }
 }

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
@@ -14,6 +14,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::probe::probe_loop;
 use super::{ChClient, QueryError};
 use crate::config::ClickHouseSettings;
 
@@ -53,15 +54,18 @@ pub struct ReplicaMetrics {
     pub attempts: [IntCounter; 3],
 }
 
-struct Replica {
-    client: ChClient,
+pub(super) struct Replica {
+    pub(super) client: ChClient,
     health: AtomicU8,
     in_flight: AtomicUsize,
     metrics: ReplicaMetrics,
+    /// Why the last probe found it unusable, when it is something an operator can act on
+    /// (tables missing, a cluster layout that disagrees), for `/readyz`.
+    pub(super) problem: Mutex<Option<String>>,
 }
 
 impl Replica {
-    fn health(&self) -> Health {
+    pub(super) fn health(&self) -> Health {
         match self.health.load(Ordering::Acquire) {
             0 => Health::Unknown,
             1 => Health::Up,
@@ -69,7 +73,7 @@ impl Replica {
         }
     }
 
-    fn set(&self, health: Health) -> Health {
+    pub(super) fn set(&self, health: Health) -> Health {
         self.metrics.up.set(i64::from(health == Health::Up));
         let code = match health {
             Health::Unknown => 0,
@@ -88,29 +92,54 @@ impl Replica {
     }
 }
 
+impl Replicas {
+    /// The index of `replica` in this set.
+    pub(super) fn index_of(&self, replica: &Replica) -> usize {
+        self.replicas
+            .iter()
+            .position(|r| std::ptr::eq(r, replica))
+            .unwrap_or(usize::MAX)
+    }
+}
+
 /// One replica in `/readyz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicaStatus {
+    pub shard: usize,
     pub replica: usize,
     pub state: Health,
     pub in_flight: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 pub struct Replicas {
-    replicas: Vec<Replica>,
+    /// This set's index among the cluster's shards (0 without a cluster).
+    pub(super) shard: usize,
+    pub(super) replicas: Vec<Replica>,
     next: AtomicUsize,
     hedge_after: Option<Duration>,
     query_timeout: Duration,
-    probe_interval: Duration,
+    pub(super) probe_interval: Duration,
+    /// On a cluster: the shards' weights as configured, which every replica's
+    /// `system.clusters` must show (CONTRACT.md §13).
+    pub(super) expected: Option<Vec<u32>>,
     /// Becomes true once every replica has been probed.
-    probed: watch::Sender<bool>,
+    pub(super) probed: watch::Sender<bool>,
 }
 
 impl Replicas {
-    /// One client per URL of `settings.replica_urls()`, with `metrics[i]` for replica `i`.
-    pub fn new(settings: &ClickHouseSettings, metrics: Vec<ReplicaMetrics>) -> Self {
-        let replicas = settings
-            .replica_urls()
+    /// Shard `shard`'s replicas: one client per URL of `urls`, with `metrics[i]` for
+    /// replica `i`; on a cluster, each probe also checks the cluster's layout against
+    /// `expected` (the shards' weights).
+    pub fn new(
+        settings: &ClickHouseSettings,
+        shard: usize,
+        urls: &[String],
+        metrics: Vec<ReplicaMetrics>,
+        expected: Option<Vec<u32>>,
+    ) -> Self {
+        let replicas = urls
             .iter()
             .zip(metrics)
             .map(|(url, metrics)| Replica {
@@ -118,9 +147,12 @@ impl Replicas {
                 health: AtomicU8::new(0),
                 in_flight: AtomicUsize::new(0),
                 metrics,
+                problem: Mutex::new(None),
             })
             .collect();
         Self {
+            shard,
+            expected,
             replicas,
             next: AtomicUsize::new(0),
             hedge_after: (settings.hedge_after_ms > 0)
@@ -151,9 +183,11 @@ impl Replicas {
             .iter()
             .enumerate()
             .map(|(replica, r)| ReplicaStatus {
+                shard: self.shard,
                 replica,
                 state: r.health(),
                 in_flight: r.in_flight.load(Ordering::Relaxed),
+                reason: r.problem.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             })
             .collect()
     }
@@ -164,6 +198,11 @@ impl Replicas {
         let mut probed = self.probed.subscribe();
         let _ = tokio::time::timeout(PROBE_TIMEOUT * 2, probed.wait_for(|done| *done)).await;
         self.replicas.iter().any(|r| r.health() == Health::Up)
+    }
+
+    /// Whether a query could go anywhere now: some replica is not known to be down.
+    pub fn available(&self) -> bool {
+        self.replicas.iter().any(Replica::usable)
     }
 
     /// A usable replica other than `except`, fewest queries in flight first; ties go to the
@@ -281,7 +320,8 @@ impl Replicas {
 
     fn mark_down(&self, replica: usize, cause: &QueryError) {
         if self.replicas[replica].set(Health::Down) != Health::Down {
-            tracing::warn!(replica, error = %cause, "clickhouse replica marked down");
+            let shard = self.shard;
+            tracing::warn!(shard, replica, error = %cause, "clickhouse replica marked down");
         }
     }
 
@@ -316,51 +356,18 @@ impl Drop for InFlight<'_> {
     }
 }
 
-async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
-    let mut first = true;
-    loop {
-        let Some(this) = replicas.upgrade() else {
-            return;
-        };
-        let replica = &this.replicas[index];
-        let health = match replica.client.probe(PROBE_TIMEOUT).await {
-            Ok(()) => Health::Up,
-            Err(error) => {
-                if replica.health() != Health::Down {
-                    tracing::warn!(replica = index, %error, "clickhouse replica probe failed");
-                }
-                Health::Down
-            }
-        };
-        if replica.set(health) == Health::Down && health == Health::Up {
-            tracing::info!(replica = index, "clickhouse replica is up again");
-        }
-        if first {
-            first = false;
-            let all = this.replicas.iter().all(|r| r.health() != Health::Unknown);
-            if all {
-                this.probed.send_replace(true);
-            }
-        }
-        let interval = this.probe_interval;
-        drop(this);
-        tokio::time::sleep(interval).await;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn replicas(n: usize) -> Replicas {
-        let settings = ClickHouseSettings {
-            urls: (0..n)
-                .map(|i| format!("http://127.0.0.1:{}", 9 + i))
-                .collect(),
-            ..ClickHouseSettings::default()
-        };
+        let settings = ClickHouseSettings::default();
+        let urls: Vec<_> = (0..n)
+            .map(|i| format!("http://127.0.0.1:{}", 9 + i))
+            .collect();
         let metrics = crate::metrics::Metrics::new();
-        Replicas::new(&settings, (0..n).map(|i| metrics.replica(i)).collect())
+        let handles = (0..n).map(|i| metrics.replica(0, i)).collect();
+        Replicas::new(&settings, 0, &urls, handles, None)
     }
 
     #[test]

@@ -107,6 +107,12 @@ impl Core {
         request_id: &str,
         previous: Option<&Page>,
     ) -> Result<Page, FetchError> {
+        // A shard with no healthy replica fails its apps at once and holds no query slot.
+        if !self.shards.for_app(&q.key.app_id).available() {
+            return Err(
+                QueryError::Unavailable("no healthy replica of the app's shard".into()).into(),
+            );
+        }
         let claimant = Claimant {
             tenant: owner.clone(),
             app: q.key.app_id.clone(),
@@ -146,8 +152,8 @@ impl Core {
         self.metrics.cache_refreshes[kind as usize].inc();
     }
 
-    /// One query on a replica (retried or hedged there at most once): the newest `limit`
-    /// rows of the app at or after `since_ms`, built into a page.
+    /// One query on a replica of the app's shard (retried or hedged there at most once):
+    /// the newest `limit` rows of the app at or after `since_ms`, built into a page.
     async fn run(
         &self,
         claimant: &Claimant,
@@ -168,7 +174,8 @@ impl Core {
             ch.logs(q, since_ms, limit, &query_id, &mut page).await?;
             Ok(page)
         };
-        let result = self.replicas.run(&query_id, extra_slot, attempt).await;
+        let replicas = self.shards.for_app(&q.key.app_id);
+        let result = replicas.run(&query_id, extra_slot, attempt).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => {

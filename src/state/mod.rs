@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::auth::Auth;
 
 use crate::cache::PageCache;
-use crate::clickhouse::Replicas;
+use crate::clickhouse::Shards;
 use crate::config::{CacheSettings, CorsSettings, RateLimitSettings, Settings};
 use crate::domain::LogType;
 use crate::fleet::Fleet;
@@ -49,7 +49,8 @@ pub struct Core {
     pub draining: AtomicBool,
     /// HTTP requests being answered now (kept by `api::context`).
     pub in_flight: AtomicUsize,
-    pub replicas: Arc<Replicas>,
+    /// The shards of the cluster (one, of the replicas, without one).
+    pub shards: Arc<Shards>,
     pub cache: PageCache,
     /// With `redis.url`: what the fleet of proxies shares.
     pub fleet: Option<Fleet>,
@@ -85,12 +86,9 @@ impl Core {
             live: ArcSwap::from_pointee(Live::new(&settings)),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            replicas: Arc::new(Replicas::new(
-                &settings.clickhouse,
-                (0..settings.clickhouse.replica_urls().len())
-                    .map(|i| metrics.replica(i))
-                    .collect(),
-            )),
+            shards: Arc::new(Shards::new(&settings.clickhouse, |s, r| {
+                metrics.replica(s, r)
+            })),
             cache: PageCache::new(&settings.cache, settings.compression.min_bytes),
             slots,
             tenants: Mutex::new(Vec::new()),
