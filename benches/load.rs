@@ -678,7 +678,7 @@ async fn failover() {
         let mut sum = 0.0;
         for replica in ["0", "1"] {
             let series = format!(
-                "logproxy_clickhouse_attempts_total{{kind=\"{kind}\",replica=\"{replica}\"}}"
+                "logproxy_clickhouse_attempts_total{{kind=\"{kind}\",replica=\"{replica}\",shard=\"0\"}}"
             );
             sum += metric(&http, &service.base, &series).await;
         }

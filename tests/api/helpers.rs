@@ -336,19 +336,54 @@ pub struct OwnClickHouse {
     http_port: u16,
     tcp_port: u16,
     dir: std::path::PathBuf,
+    /// An XML file merged into the server's config (`CLICKHOUSE_EXTRA_CONFIG`).
+    extra_config: Option<std::path::PathBuf>,
 }
 
 impl OwnClickHouse {
     /// A new server on free ports, started.
     pub fn started() -> Self {
+        let server = Self::on_free_ports();
+        server.start();
+        server
+    }
+
+    /// A server on free ports, not started yet.
+    fn on_free_ports() -> Self {
         let dir = std::env::temp_dir().join(format!("lp-ch-{}", uuid::Uuid::new_v4().simple()));
-        let server = Self {
+        Self {
             http_port: free_port(),
             tcp_port: free_port(),
             dir,
-        };
-        server.start();
-        server
+            extra_config: None,
+        }
+    }
+
+    /// Two servers that both know the clusters `clusters` (name, the shards' weights; the
+    /// first server is every cluster's first shard), started.
+    pub fn cluster(clusters: &[(&str, [u32; 2])]) -> [Self; 2] {
+        let mut servers = [Self::on_free_ports(), Self::on_free_ports()];
+        let mut xml = String::from("<?xml version=\"1.0\"?>\n<yandex><remote_servers>\n");
+        for (name, weights) in clusters {
+            xml.push_str(&format!("<{name}>\n"));
+            for (server, weight) in servers.iter().zip(weights) {
+                xml.push_str(&format!(
+                    "<shard><weight>{weight}</weight><internal_replication>false</internal_replication>\
+                     <replica><host>127.0.0.1</host><port>{}</port></replica></shard>\n",
+                    server.tcp_port
+                ));
+            }
+            xml.push_str(&format!("</{name}>\n"));
+        }
+        xml.push_str("</remote_servers></yandex>\n");
+        let path =
+            std::env::temp_dir().join(format!("lp-cluster-{}.xml", uuid::Uuid::new_v4().simple()));
+        std::fs::write(&path, xml).unwrap();
+        for server in &mut servers {
+            server.extra_config = Some(path.clone());
+            server.start();
+        }
+        servers
     }
 
     pub fn url(&self) -> String {
@@ -357,7 +392,11 @@ impl OwnClickHouse {
 
     fn script(&self, action: &str) {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/clickhouse.sh");
-        let status = std::process::Command::new("bash")
+        let mut command = std::process::Command::new("bash");
+        if let Some(extra) = &self.extra_config {
+            command.env("CLICKHOUSE_EXTRA_CONFIG", extra);
+        }
+        let status = command
             .arg(script)
             .arg(action)
             .env("CLICKHOUSE_HTTP_PORT", self.http_port.to_string())
@@ -390,8 +429,18 @@ impl OwnClickHouse {
 }
 
 impl Drop for OwnClickHouse {
+    /// Its folder goes, so nothing is worth a clean shutdown (which can take 30 s when a
+    /// server of a cluster keeps trying its dead peer): killed, then stopped for the record.
     fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("clickhouse-server.pid")) {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", pid.trim()])
+                .status();
+        }
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
+        if let Some(extra) = &self.extra_config {
+            let _ = std::fs::remove_file(extra);
+        }
     }
 }

@@ -16,6 +16,8 @@ mod helpers;
 mod limits;
 mod logs_data;
 mod operations;
+mod recovery;
 mod replicas;
+mod shards;
 mod shared;
 mod tenants;

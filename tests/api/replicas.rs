@@ -102,11 +102,11 @@ async fn misses_spread_over_both_replicas_and_every_replica_series_exists() {
     let app = start_app(settings).await;
     let metrics = app.metrics().await;
     for replica in ["0", "1"] {
-        let up = format!("logproxy_clickhouse_replica_up{{replica=\"{replica}\"}}");
+        let up = format!("logproxy_clickhouse_replica_up{{replica=\"{replica}\",shard=\"0\"}}");
         metric_value(&metrics, &up);
         for kind in ["first", "retry", "hedge"] {
             let series = format!(
-                "logproxy_clickhouse_attempts_total{{kind=\"{kind}\",replica=\"{replica}\"}}"
+                "logproxy_clickhouse_attempts_total{{kind=\"{kind}\",replica=\"{replica}\",shard=\"0\"}}"
             );
             metric_value(&metrics, &series);
         }
@@ -130,8 +130,9 @@ async fn misses_spread_over_both_replicas_and_every_replica_series_exists() {
     let firsts: f64 = ["0", "1"]
         .iter()
         .map(|r| {
-            let series =
-                format!("logproxy_clickhouse_attempts_total{{kind=\"first\",replica=\"{r}\"}}");
+            let series = format!(
+                "logproxy_clickhouse_attempts_total{{kind=\"first\",replica=\"{r}\",shard=\"0\"}}"
+            );
             metric_value(&metrics, &series)
         })
         .sum();

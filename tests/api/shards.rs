@@ -1,0 +1,337 @@
+//! Logs sharded over a ClickHouse cluster (CONTRACT.md §13), on a real cluster of two
+//! ClickHouse 18.16 servers of the test's own that both know it from `remote_servers`.
+//! Rows go in through ClickHouse's own Distributed tables; where each app's rows landed and
+//! which server ran each query are read from the servers themselves.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
+use logproxy::config::{Settings, ShardSettings};
+use logproxy_testkit::count_queries;
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::helpers::{
+    body_json, header, now_ms, request_row, runtime_row, spawn_app_with, start_app, test_settings,
+    unique_prefix, OwnClickHouse,
+};
+
+/// Test settings on `servers` as cluster `cluster`, one shard each with `weights`.
+fn cluster_settings(servers: &[OwnClickHouse; 2], cluster: &str, weights: [u32; 2]) -> Settings {
+    let mut settings = test_settings();
+    settings.clickhouse.url.clear();
+    settings.clickhouse.cluster = cluster.into();
+    settings.clickhouse.shards = servers
+        .iter()
+        .zip(weights)
+        .map(|(server, weight)| ShardSettings {
+            urls: vec![server.url()],
+            weight,
+        })
+        .collect();
+    settings
+}
+
+/// `logproxy migrate` with `settings` (written to a config file), as an operator runs it.
+fn migrate_with_the_binary(settings: &Settings) {
+    let ch = &settings.clickhouse;
+    let shards: String = ch
+        .shards
+        .iter()
+        .map(|s| {
+            format!(
+                "[[clickhouse.shards]]\nurls = {:?}\nweight = {}\n",
+                s.urls, s.weight
+            )
+        })
+        .collect();
+    let config = format!(
+        "[clickhouse]\ncluster = \"{}\"\ndatabase = \"{}\"\n{shards}",
+        ch.cluster, ch.database
+    );
+    let path =
+        std::env::temp_dir().join(format!("lp-shards-{}.toml", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_logproxy"))
+        .args(["migrate", "--config"])
+        .arg(&path)
+        .env_remove("LOGPROXY__CLICKHOUSE__URL")
+        .env_remove("LOGPROXY__CLICKHOUSE__URLS")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A client of one server of the cluster, on the test's database.
+fn server(settings: &Settings, url: &str) -> ChClient {
+    ChClient::with_url(&settings.clickhouse, url)
+}
+
+/// The apps whose runtime rows landed in each server's local table.
+async fn apps_on(settings: &Settings, servers: &[OwnClickHouse; 2]) -> [Vec<String>; 2] {
+    let mut out: [Vec<String>; 2] = Default::default();
+    for (i, s) in servers.iter().enumerate() {
+        out[i] = server(settings, &s.url())
+            .raw()
+            .query("SELECT DISTINCT app_id FROM canvas_app_logs_local ORDER BY app_id")
+            .fetch_all()
+            .await
+            .unwrap();
+    }
+    out
+}
+
+/// Rows of `apps` apps: a few runtime rows at varied levels and request rows each.
+fn rows(apps: &[String], now: i64) -> (Vec<RuntimeRow>, Vec<RequestRow>) {
+    let mut runtime = Vec::new();
+    let mut requests = Vec::new();
+    for (a, app) in apps.iter().enumerate() {
+        for i in 0..6 {
+            let ts = now - 60_000 - (a as i64) * 100 - i * 1_000;
+            let level = ["info", "warn", "error"][(i % 3) as usize];
+            runtime.push(runtime_row(app, ts, level, &format!("{app} event {i}")));
+            requests.push(request_row(app, ts, 200 + i as u16));
+        }
+    }
+    (runtime, requests)
+}
+
+fn app_ids(n: usize, prefix: &str) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[actix_web::test]
+async fn migrate_makes_both_shards_and_each_app_is_read_from_its_own_shard_byte_identical_to_one_server(
+) {
+    // Arrange: the cluster `logs` (1:1), migrated by the binary; 40 apps inserted through
+    // the Distributed tables, and the same rows into one server of the test's own.
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let settings = cluster_settings(&servers, "logs", [1, 1]);
+    migrate_with_the_binary(&settings);
+    for s in &servers {
+        let tables: Vec<(String, String)> = server(&settings, &s.url())
+            .raw()
+            .query("SELECT name, engine FROM system.tables WHERE database = currentDatabase() ORDER BY name")
+            .fetch_all()
+            .await
+            .unwrap();
+        let expected = [
+            ("canvas_app_logs", "Distributed"),
+            ("canvas_app_logs_local", "MergeTree"),
+            ("canvas_request_logs", "Distributed"),
+            ("canvas_request_logs_local", "MergeTree"),
+        ]
+        .map(|(n, e)| (n.to_owned(), e.to_owned()));
+        assert_eq!(tables, expected, "{}", s.url());
+    }
+    let apps = app_ids(40, "sharded");
+    let (runtime, requests) = rows(&apps, now_ms());
+    let sharded = start_app(settings.clone()).await;
+    sharded.insert_runtime(&runtime).await;
+    sharded.insert_requests(&requests).await;
+    let single = spawn_app_with(test_settings()).await;
+    single.insert_runtime(&runtime).await;
+    single.insert_requests(&requests).await;
+    let landed = apps_on(&settings, &servers).await;
+    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+    assert_eq!(landed[0].len() + landed[1].len(), 40);
+
+    // Act: 3 queries per app through both services, each app's under a request id of its own.
+    let prefix = unique_prefix("shard");
+    for app in &apps {
+        for (q, query) in ["hours=2", "hours=2&level=warn", "log_type=requests&hours=2"]
+            .iter()
+            .enumerate()
+        {
+            let id = format!("{prefix}-{app}-{q}");
+            let from_shard = sharded.get_with_id(app, query, &id).await;
+            assert_eq!(from_shard.status(), StatusCode::OK);
+            let from_one = single.get(app, query).await;
+            assert_eq!(
+                from_shard.text().await.unwrap(),
+                from_one.text().await.unwrap(),
+                "{app} {query}"
+            );
+        }
+    }
+
+    // Assert: each app's three misses ran on the server holding its rows, and nowhere else.
+    for app in &apps {
+        let on: Vec<u64> = futures_util::future::join_all(servers.iter().map(|s| {
+            let ch = server(&settings, &s.url());
+            let prefix = format!("{prefix}-{app}-");
+            async move { count_queries(ch.raw(), &prefix).await }
+        }))
+        .await;
+        let home = usize::from(landed[1].contains(app));
+        assert_eq!(on[home], 3, "{app}: {on:?}");
+        assert_eq!(
+            on[1 - home],
+            0,
+            "{app} never reaches the other shard: {on:?}"
+        );
+    }
+    let ready = sharded.get_path("/readyz").await;
+    assert_eq!(ready.status(), StatusCode::OK);
+    let body = body_json(ready).await;
+    assert_eq!(body["shards"].as_array().unwrap().len(), 2, "{body}");
+    for shard in 0..2 {
+        assert_eq!(body["shards"][shard]["state"], "up", "{body}");
+        assert_eq!(
+            body["shards"][shard]["replicas"][0]["state"], "up",
+            "{body}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn with_one_shard_killed_the_other_shards_apps_are_served_fresh_and_the_dead_ones_get_503_or_stale(
+) {
+    // Arrange: 20 apps over the cluster; pages fresh for a second, kept for stale-if-error.
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
+    settings.cache.ttl_seconds = 1;
+    migrate_with_the_binary(&settings);
+    let apps = app_ids(20, "outage");
+    let (runtime, _) = rows(&apps, now_ms());
+    let app = start_app(settings.clone()).await;
+    app.insert_runtime(&runtime).await;
+    let landed = apps_on(&settings, &servers).await;
+    // One page of every app is cached now.
+    for a in &apps {
+        assert_eq!(app.get(a, "hours=2").await.status(), StatusCode::OK);
+    }
+
+    // Act: shard 1's server dies.
+    servers[1].signal("KILL");
+    let killed = Instant::now();
+    let shard_state =
+        |body: &Value, s: usize| body["shards"][s]["state"].as_str().unwrap_or("").to_owned();
+    loop {
+        let ready = app.get_path("/readyz").await;
+        assert_eq!(
+            ready.status(),
+            StatusCode::OK,
+            "one shard is up: still ready"
+        );
+        let body = body_json(ready).await;
+        if shard_state(&body, 1) == "down" {
+            assert_eq!(shard_state(&body, 0), "up", "{body}");
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "shard 1 is seen down: {body}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    actix_web::rt::time::sleep(Duration::from_millis(1_100)).await;
+
+    // Assert: shard 0's apps get fresh answers (new keys: misses); shard 1's get their
+    // cached page as STALE, or 503 clickhouse_unavailable for a page never fetched.
+    for a in &landed[0] {
+        let fresh = app.get(a, "hours=3").await;
+        assert_eq!(fresh.status(), StatusCode::OK, "{a}");
+        assert_eq!(header(&fresh, "x-cache"), "MISS", "{a}");
+    }
+    for a in &landed[1] {
+        let stale = app.get(a, "hours=2").await;
+        assert_eq!(
+            (stale.status(), header(&stale, "x-cache")),
+            (StatusCode::OK, "STALE".into()),
+            "{a}"
+        );
+        let never = app.get(a, "hours=3").await;
+        assert_eq!(never.status(), StatusCode::SERVICE_UNAVAILABLE, "{a}");
+        assert_eq!(
+            body_json(never).await["error"]["code"],
+            "clickhouse_unavailable"
+        );
+    }
+    assert_eq!(app.get_path("/readyz").await.status(), StatusCode::OK);
+}
+
+#[actix_web::test]
+async fn a_shard_list_that_disagrees_with_system_clusters_is_not_ready_and_says_why() {
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let agreeing = cluster_settings(&servers, "logs", [1, 1]);
+    migrate_with_the_binary(&agreeing);
+    let ready = start_app(agreeing.clone()).await;
+    assert_eq!(
+        ready.get_path("/readyz").await.status(),
+        StatusCode::OK,
+        "the control"
+    );
+
+    for (cluster, weights) in [("logs", [2, 1]), ("nonesuch", [1, 1])] {
+        let mut settings = cluster_settings(&servers, cluster, weights);
+        settings.clickhouse.database = agreeing.clickhouse.database.clone();
+        let app = start_app(settings).await;
+        let answer = app.get_path("/readyz").await;
+        assert_eq!(
+            answer.status(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{cluster} {weights:?}"
+        );
+        let body = body_json(answer).await;
+        let reason = body["reason"].as_str().unwrap();
+        assert!(reason.contains("system.clusters"), "{reason}");
+        assert_eq!(
+            body["shards"][0]["replicas"][0]["reason"]
+                .as_str()
+                .map(|r| r.contains("clickhouse.shards")),
+            Some(true),
+            "{body}"
+        );
+    }
+}
+
+#[actix_web::test]
+async fn with_weights_two_to_one_every_app_is_read_from_the_shard_clickhouse_put_it_on() {
+    // Arrange: the cluster `logs_2_1`; 120 apps inserted through its Distributed table.
+    let servers = OwnClickHouse::cluster(&[("logs_2_1", [2, 1])]);
+    let settings = cluster_settings(&servers, "logs_2_1", [2, 1]);
+    migrate_with_the_binary(&settings);
+    let apps = app_ids(120, "weighted");
+    let (runtime, _) = rows(&apps, now_ms());
+    let app = start_app(settings.clone()).await;
+    app.insert_runtime(&runtime).await;
+    let landed = apps_on(&settings, &servers).await;
+    let (first, second) = (landed[0].len(), landed[1].len());
+    assert!(
+        first > second && second > 10,
+        "about 2:1 by ClickHouse: {first} to {second}"
+    );
+
+    // Act and Assert: every app's page holds its rows, from the shard they are on, whose
+    // server ran its query.
+    let prefix = unique_prefix("weighted");
+    let mut served_by: BTreeMap<usize, usize> = BTreeMap::new();
+    for a in &apps {
+        let resp = app
+            .get_with_id(a, "hours=2", &format!("{prefix}-{a}."))
+            .await;
+        let body = body_json(resp).await;
+        assert_eq!(
+            body["entries"].as_array().map(Vec::len),
+            Some(6),
+            "{a}: {body}"
+        );
+        let home = usize::from(landed[1].contains(a));
+        *served_by.entry(home).or_default() += 1;
+    }
+    for (i, s) in servers.iter().enumerate() {
+        let ran = count_queries(server(&settings, &s.url()).raw(), &prefix).await;
+        assert_eq!(
+            ran as usize, served_by[&i],
+            "server {i} ran the queries of its own apps"
+        );
+    }
+}
