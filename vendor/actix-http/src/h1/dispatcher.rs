@@ -204,6 +204,14 @@ pin_project! {
         // `poll` then wakes itself once serving responses has made room in the queue.
         pipeline_paused: bool,
 
+        // True when reading stopped at `HW_BUFFER_SIZE` with data perhaps still waiting in the
+        // I/O; `poll` then wakes itself to read on once `read_buf` has room again.
+        read_deferred: bool,
+
+        // True when `read_buf` holds at least `HW_BUFFER_SIZE` bytes of one incomplete request
+        // head: reading then goes on up to `MAX_BUFFER_SIZE`.
+        long_head: bool,
+
         codec: Codec,
     }
 }
@@ -322,6 +330,8 @@ where
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     pipeline_paused: false,
+                    read_deferred: false,
+                    long_head: false,
                     codec: Codec::new(config),
                 },
             },
@@ -1000,6 +1010,7 @@ where
             match this.codec.decode(this.read_buf) {
                 Ok(Some(msg)) => {
                     updated = true;
+                    *this.long_head = false;
 
                     match msg {
                         Message::Item(mut req) => {
@@ -1085,7 +1096,11 @@ where
 
                 // decode is partial and buffer is not full yet
                 // break and wait for more read
-                Ok(None) => break,
+                Ok(None) => {
+                    *this.long_head =
+                        this.payload.is_none() && this.read_buf.len() >= HW_BUFFER_SIZE;
+                    break;
+                }
 
                 Err(ParseError::Io(err)) => {
                     trace!("I/O error: {}", &err);
@@ -1267,6 +1282,7 @@ where
     #[inline(always)] // TODO: bench this inline
     fn read_available(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Result<bool, DispatchError> {
         let this = self.project();
+        *this.read_deferred = false;
 
         if this.flags.contains(Flags::READ_DISCONNECT) {
             return Ok(false);
@@ -1281,11 +1297,22 @@ where
             return Ok(false);
         }
 
+        // Outside a request body, read ahead at most `HW_BUFFER_SIZE` unless a longer request
+        // head needs more: what a peer pipelines beyond that waits in the socket's receive
+        // buffer, where TCP flow control holds it back, not in ours (which would grow towards
+        // `MAX_BUFFER_SIZE`, and double past it when `reserve` moves the unread part).
+        let soft_limit = this.payload.is_none() && !*this.long_head;
+
         let mut io = Pin::new(this.io.as_mut().unwrap());
 
         let mut read_some = false;
 
         loop {
+            if soft_limit && this.read_buf.len() >= HW_BUFFER_SIZE {
+                *this.read_deferred = true;
+                return Ok(false);
+            }
+
             // Return early when read buf exceed decoder's max buffer size.
             if this.read_buf.len() >= MAX_BUFFER_SIZE {
                 // At this point it's not known IO stream is still scheduled to be waked up so
@@ -1584,6 +1611,9 @@ where
                     if inner_p.flags.intersects(Flags::LINGER | Flags::SHUTDOWN)
                         || (*inner_p.pipeline_paused
                             && inner_p.messages.len() < MAX_PIPELINED_MESSAGES)
+                        || (*inner_p.read_deferred
+                            && inner_p.messages.len() < MAX_PIPELINED_MESSAGES
+                            && (inner_p.read_buf.len() < HW_BUFFER_SIZE || *inner_p.long_head))
                     {
                         cx.waker().wake_by_ref();
                     }
