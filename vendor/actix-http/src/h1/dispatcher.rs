@@ -25,6 +25,7 @@ use tracing::{error, trace};
 use super::{
     codec::Codec,
     decoder::MAX_BUFFER_SIZE,
+    error_renderer::ErrorRenderer,
     payload::{Payload, PayloadSender, PayloadStatus},
     timer::TimerState,
     Message, MessageType,
@@ -44,6 +45,9 @@ const MAX_PIPELINED_MESSAGES: usize = 16;
 /// Body chunks at least this long are written to the I/O from where they are (a vectored
 /// write after the head in `write_buf`) instead of being copied into `write_buf` first.
 const DIRECT_WRITE_MIN: usize = 4096;
+
+/// The longest request target a `Uri` takes (`http`'s own limit).
+const MAX_URI_LEN: usize = u16::MAX as usize - 1;
 
 /// Write buffer capacity at which we reallocate it after flushing.
 const WRITE_BUFFER_RETENTION_LIMIT: usize = 1024 * 128;
@@ -630,6 +634,35 @@ where
         Ok(())
     }
 
+    /// Sends the dispatcher's own answer `res` (it has no body): as the connection's
+    /// [`ErrorRenderer`] renders its status if there is one, written whole into `write_buf` so
+    /// that a shutdown right after it loses nothing.
+    fn send_refusal(mut self: Pin<&mut Self>, res: Response<()>) -> Result<(), DispatchError> {
+        let renderer = {
+            let this = self.as_mut().project();
+            let data = this.conn_data.as_deref();
+            data.and_then(|data| data.get::<ErrorRenderer>().cloned())
+        };
+        let Some(renderer) = renderer else {
+            return self.send_error_response(res, BoxBody::new(()));
+        };
+
+        let (mut res, body) = renderer.render(res.status()).replace_body(());
+        res.head_mut().set_connection_type(ConnectionType::Close);
+        let body = body.try_into_bytes().unwrap_or_default();
+
+        let this = self.project();
+        let size = BodySize::Sized(body.len() as u64);
+        for msg in [Message::Item((res, size)), Message::Chunk(Some(body)), Message::Chunk(None)] {
+            this.codec
+                .encode(msg, this.write_buf)
+                .map_err(DispatchError::Io)?;
+        }
+        this.flags.insert(Flags::FINISHED);
+
+        Ok(())
+    }
+
     fn send_continue(self: Pin<&mut Self>) {
         self.project()
             .write_buf
@@ -681,7 +714,7 @@ where
                         // send_response would update InnerDispatcher state to SendPayload or None
                         // (If response body is empty)
                         // continue loop to poll it
-                        self.as_mut().send_error_response(res, BoxBody::new(()))?;
+                        self.as_mut().send_refusal(res)?;
                     }
 
                     // return with upgrade request and poll it exclusively
@@ -1117,12 +1150,15 @@ where
                         payload.set_error(PayloadError::Overflow);
                     }
 
-                    // request heads that overflow buffer size return a 431 error
+                    // request heads that overflow buffer size return a 431 error, or 414 when
+                    // the request line alone does
+                    let status = if request_line_too_long(this.read_buf) {
+                        StatusCode::URI_TOO_LONG
+                    } else {
+                        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+                    };
                     this.messages
-                        .push_back(DispatcherMessage::Error(Response::with_body(
-                            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                            (),
-                        )));
+                        .push_back(DispatcherMessage::Error(Response::with_body(status, ())));
 
                     this.flags.insert(Flags::READ_DISCONNECT);
                     *this.error = Some(ParseError::TooLarge.into());
@@ -1137,10 +1173,15 @@ where
                         payload.set_error(PayloadError::EncodingCorrupted);
                     }
 
-                    // malformed requests should be responded with 400
-                    this.messages.push_back(DispatcherMessage::Error(
-                        Response::bad_request().drop_body(),
-                    ));
+                    // malformed requests should be responded with 400, or 414 when the target was
+                    // too long for a `Uri`
+                    let res = match &err {
+                        ParseError::Uri(_) if request_line_too_long(this.read_buf) => {
+                            Response::with_body(StatusCode::URI_TOO_LONG, ())
+                        }
+                        _ => Response::bad_request().drop_body(),
+                    };
+                    this.messages.push_back(DispatcherMessage::Error(res));
 
                     this.flags.insert(Flags::READ_DISCONNECT);
                     *this.error = Some(err.into());
@@ -1164,12 +1205,14 @@ where
 
                 trace!("timed out on slow request; replying with 408 and closing connection");
 
-                let _ = self.as_mut().send_error_response(
-                    Response::with_body(StatusCode::REQUEST_TIMEOUT, ()),
-                    BoxBody::new(()),
-                );
+                let _ = self
+                    .as_mut()
+                    .send_refusal(Response::with_body(StatusCode::REQUEST_TIMEOUT, ()));
 
-                self.project().flags.insert(Flags::SHUTDOWN);
+                // A fired timer stays ready: clear it, or the answer would be written again.
+                let this = self.project();
+                this.flags.insert(Flags::SHUTDOWN);
+                this.head_timer.clear(line!());
             }
         };
 
@@ -1626,6 +1669,14 @@ where
             }
         }
     }
+}
+
+/// Whether the request line at the start of `buf` is longer than a `Uri` may be, or does not
+/// end within `buf`.
+fn request_line_too_long(buf: &[u8]) -> bool {
+    buf.iter()
+        .position(|&b| b == b'\n')
+        .is_none_or(|end| end > MAX_URI_LEN)
 }
 
 fn should_close_for_unread_payload(
