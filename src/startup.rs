@@ -57,6 +57,7 @@ impl Application {
             core,
         });
         let state = app_state.clone();
+        let refusal = api::refusal::renderer(app_state.clone());
         let mut server = HttpServer::new(move || {
             // Runs once on each worker thread: it may host app actors.
             state.registry.host_current_thread();
@@ -78,6 +79,10 @@ impl Application {
         .max_connections(server_settings.max_connections)
         // Signals are ours (`lifecycle`): SIGINT must drain too, and SIGHUP reloads.
         .disable_signals()
+        // What the HTTP layer refuses by itself is answered as an ErrorResponse too.
+        .on_connect(move |_, data| {
+            data.insert(refusal.clone());
+        })
         .listen(listener)?;
         if workers > 0 {
             server = server.workers(workers);

@@ -1,6 +1,7 @@
 //! Around every request: its id (the client's `X-Request-Id` when short and plain, else a
 //! new one), a tracing span carrying `request_id` and `app_id` for every line logged about
-//! it, the HTTP metrics, the `X-Request-Id` answer header, and the access log line.
+//! it, the refusal of a URL or headers over the limits, the HTTP metrics, the `X-Request-Id`
+//! answer header, and the access log line.
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -10,10 +11,12 @@ use std::time::Instant;
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::{web, HttpMessage as _};
+use actix_web::{web, HttpMessage as _, ResponseError as _};
 use futures_util::future::Either;
 use tracing::Instrument as _;
 
+use super::error::ApiError;
+use super::refusal::Refusal;
 use super::{cors, AppState};
 
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -67,11 +70,15 @@ where
     // CORS concerns only requests with an `Origin`; the others never load the live config.
     let origin = req.headers().get(header::ORIGIN).cloned();
     let live = origin.as_ref().map(|_| state.core.live.load_full());
-    // A preflight from an allowed origin is answered here, before auth and routing.
-    let preflight = live
-        .as_ref()
-        .and_then(|live| cors::preflight(&live.cors, req.method(), req.headers()));
-    let call = match preflight {
+    // A request over the limits, and else a preflight from an allowed origin, is answered
+    // here, before auth and routing.
+    let answer = match Refusal::of_request(&req) {
+        Some(refusal) => Some(ApiError::Refused(refusal).error_response()),
+        None => live
+            .as_ref()
+            .and_then(|live| cors::preflight(&live.cors, req.method(), req.headers())),
+    };
+    let call = match answer {
         Some(answer) => Either::Left(std::future::ready(Ok(req.into_response(answer)))),
         None => Either::Right(span.in_scope(|| srv.call(req))),
     };

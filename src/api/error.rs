@@ -6,6 +6,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, HttpResponseBuilder, ResponseError};
 use serde_json::{json, Value};
 
+use super::refusal::{Refusal, MAX_HEADER_BYTES, MAX_URL_BYTES};
 use crate::actors::{RateLimited, SendFailure, ServeError};
 use crate::auth::{AuthError, LOGS_READ};
 use crate::cache::FetchError;
@@ -15,6 +16,9 @@ use crate::telemetry::Throttle;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ApiError {
+    /// The HTTP layer's own refusal, before routing.
+    #[error("request refused: {0:?}")]
+    Refused(Refusal),
     #[error("route not found")]
     RouteNotFound { path: String },
     #[error("method not allowed")]
@@ -110,6 +114,36 @@ impl ApiError {
             )
         };
         Body::Error(match self {
+            ApiError::Refused(refusal) => match refusal {
+                Refusal::BadRequest => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "bad_request",
+                    "Malformed HTTP request",
+                    Value::Null,
+                ),
+                Refusal::RequestTimeout => described(
+                    S::REQUEST_TIMEOUT,
+                    "RequestTimeoutError",
+                    "request_timeout",
+                    "The request head did not arrive in time",
+                    Value::Null,
+                ),
+                Refusal::UriTooLong => described(
+                    S::URI_TOO_LONG,
+                    "URITooLongError",
+                    "uri_too_long",
+                    format!("URI too long: at most {MAX_URL_BYTES} bytes"),
+                    json!({ "max_bytes": MAX_URL_BYTES }),
+                ),
+                Refusal::HeaderFieldsTooLarge => described(
+                    S::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "HeaderFieldsTooLargeError",
+                    "header_fields_too_large",
+                    format!("Request header fields too large: at most {MAX_HEADER_BYTES} bytes"),
+                    json!({ "max_bytes": MAX_HEADER_BYTES }),
+                ),
+            },
             ApiError::RouteNotFound { path } => described(
                 S::NOT_FOUND,
                 "NotFoundError",
@@ -217,7 +251,8 @@ impl ApiError {
             | ApiError::Fetch(FetchError::Upstream(QueryError::Unavailable(_))) => {
                 retry_after(RETRY_AFTER_UNAVAILABLE)
             }
-            ApiError::RouteNotFound { .. }
+            ApiError::Refused(_)
+            | ApiError::RouteNotFound { .. }
             | ApiError::AppNotFound { .. }
             | ApiError::Auth(AuthError::InsufficientScope { .. } | AuthError::ForeignApp { .. })
             | ApiError::Query(_)
@@ -259,6 +294,10 @@ impl ApiError {
             rule,
         };
         vec![
+            ApiError::Refused(Refusal::BadRequest),
+            ApiError::Refused(Refusal::RequestTimeout),
+            ApiError::Refused(Refusal::UriTooLong),
+            ApiError::Refused(Refusal::HeaderFieldsTooLarge),
             ApiError::Query(InvalidQuery::LogType {
                 value: "debug".into(),
             }),

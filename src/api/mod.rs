@@ -8,6 +8,7 @@ pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
+pub mod refusal;
 
 use std::sync::Arc;
 

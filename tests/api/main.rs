@@ -10,6 +10,7 @@ mod contract;
 mod cors;
 mod delta;
 mod deploy;
+mod edges;
 mod endpoints;
 mod fleet;
 mod helpers;

@@ -1,0 +1,189 @@
+//! Exact at the edges (CONTRACT.md §12): the HTTP layer's own refusals as ErrorResponses.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+
+use crate::helpers::*;
+
+/// One answer read off a raw connection.
+struct Answer {
+    status: u16,
+    /// Lower-case names.
+    headers: Vec<(String, String)>,
+    body: Value,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        let found = self.headers.iter().find(|(n, _)| n == name);
+        found.map(|(_, v)| v.as_str())
+    }
+}
+
+/// Sends `request` as it is and reads the first answer (the server may close the connection
+/// before it has read all of the request: a write that fails is not an error here).
+async fn exchange(base: &str, request: &[u8]) -> Answer {
+    let mut conn = TcpStream::connect(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let _ = conn.write_all(request).await;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let until = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        if let Some(answer) = parse(&got) {
+            break answer;
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        let read = actix_web::rt::time::timeout(left, conn.read(&mut chunk)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&chunk[..n]),
+            other => panic!(
+                "no whole answer ({other:?}): {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    };
+    answer
+}
+
+/// The answer in `bytes`, once its head and `Content-Length` bytes of body have come.
+fn parse(bytes: &[u8]) -> Option<Answer> {
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n")?;
+    let head = std::str::from_utf8(&bytes[..end]).unwrap();
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().unwrap();
+    let headers: Vec<(String, String)> = lines
+        .map(|l| l.split_once(": ").unwrap())
+        .map(|(n, v)| (n.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    let length: usize = headers
+        .iter()
+        .find(|(n, _)| n == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let body = bytes.get(end + 4..end + 4 + length)?;
+    Some(Answer {
+        status,
+        headers,
+        body: serde_json::from_slice(body).unwrap_or(Value::Null),
+    })
+}
+
+/// A GET of `target` with `extra` header lines.
+fn get_request(target: &str, extra: &str) -> Vec<u8> {
+    format!("GET {target} HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n{extra}\r\n").into_bytes()
+}
+
+/// The process prefix of a request id made by the service (`{16 hex}-{counter hex}`).
+fn id_prefix(id: &str) -> &str {
+    let (prefix, counter) = id.split_once('-').unwrap_or(("", ""));
+    let hex = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit());
+    assert!(prefix.len() == 16 && hex(prefix) && hex(counter), "{id}");
+    prefix
+}
+
+#[actix_web::test]
+async fn requests_the_http_layer_refuses_get_an_error_response_with_a_request_id() {
+    let app = start_app(test_settings()).await;
+    let ordinary = app.get_path("/healthz").await;
+    let prefix = id_prefix(&header(&ordinary, "x-request-id")).to_owned();
+    let long = |n: usize| "a".repeat(n);
+    let many_headers: String = (0..1000).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, Vec<u8>, u16, &str, &str)> = vec![
+        (
+            "a NUL byte in a header",
+            get_request("/healthz", "X-A: a\0b\r\n"),
+            400,
+            "BadRequestError",
+            "bad_request",
+        ),
+        (
+            "a control byte in a header",
+            get_request("/healthz", "X-A: a\x01b\r\n"),
+            400,
+            "BadRequestError",
+            "bad_request",
+        ),
+        (
+            "a junk request line",
+            b"GARBAGE\r\n\r\n".to_vec(),
+            400,
+            "BadRequestError",
+            "bad_request",
+        ),
+        (
+            "a 10 KB URL",
+            get_request(&format!("/{}", long(10_000)), ""),
+            414,
+            "URITooLongError",
+            "uri_too_long",
+        ),
+        (
+            "a 100 KB URL",
+            get_request(&format!("/{}", long(100_000)), ""),
+            414,
+            "URITooLongError",
+            "uri_too_long",
+        ),
+        (
+            "a 200 KB URL",
+            get_request(&format!("/{}", long(200_000)), ""),
+            414,
+            "URITooLongError",
+            "uri_too_long",
+        ),
+        (
+            "a 20 KB header",
+            get_request("/healthz", &format!("X-A: {}\r\n", long(20_000))),
+            431,
+            "HeaderFieldsTooLargeError",
+            "header_fields_too_large",
+        ),
+        (
+            "a 200 KB header",
+            get_request("/healthz", &format!("X-A: {}\r\n", long(200_000))),
+            431,
+            "HeaderFieldsTooLargeError",
+            "header_fields_too_large",
+        ),
+        (
+            "1000 headers",
+            get_request("/healthz", &many_headers),
+            431,
+            "HeaderFieldsTooLargeError",
+            "header_fields_too_large",
+        ),
+    ];
+    for (case, request, status, kind, code) in cases {
+        let answer = exchange(&app.base, &request).await;
+        assert_eq!(answer.status, status, "{case}");
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let body = &answer.body;
+        assert_eq!(body["success"], false, "{case}: {body}");
+        assert_eq!(body["status"], status, "{case}");
+        assert_eq!(body["error"]["type"], kind, "{case}");
+        assert_eq!(body["error"]["code"], code, "{case}");
+        assert!(body["error"]["message"].is_string(), "{case}");
+        assert!(body["error"].get("details").is_some(), "{case}");
+        let id = answer.header("x-request-id").expect(case);
+        assert_eq!(id_prefix(id), prefix, "{case}: the service's own ids");
+    }
+}
+
+#[actix_web::test]
+async fn a_request_head_that_arrives_too_slowly_gets_408_as_an_error_response() {
+    let mut settings = test_settings();
+    settings.server.client_request_timeout_ms = 300;
+    let app = start_app(settings).await;
+    let started = Instant::now();
+    let answer = exchange(&app.base, b"GET /healthz HTTP/1.1\r\nHost: slow\r\nX-").await;
+    assert_eq!(answer.status, 408);
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(answer.header("connection"), Some("close"));
+    assert_eq!(answer.body["error"]["type"], "RequestTimeoutError");
+    assert_eq!(answer.body["error"]["code"], "request_timeout");
+    id_prefix(answer.header("x-request-id").unwrap());
+}
