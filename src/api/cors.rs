@@ -63,7 +63,16 @@ pub fn decorate(cors: &CorsSettings, origin: Option<&HeaderValue>, out: &mut Hea
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
         HeaderValue::from_static(EXPOSE_HEADERS),
     );
-    out.append(header::VARY, HeaderValue::from_static("Origin"));
+    // Once: a preflight's answer has it already.
+    let varies_by_origin = out.get_all(header::VARY).any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|n| n.trim().eq_ignore_ascii_case("origin"))
+        })
+    });
+    if !varies_by_origin {
+        out.append(header::VARY, HeaderValue::from_static("Origin"));
+    }
 }
 
 #[cfg(test)]

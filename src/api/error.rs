@@ -82,6 +82,18 @@ enum Body<'a> {
 
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
 
+/// The most characters of an invalid value an answer echoes (the longest valid app id), so
+/// that no answer grows with the caller's input.
+pub const MAX_ECHO_CHARS: usize = 128;
+
+/// `value` cut to its first `MAX_ECHO_CHARS` characters.
+fn echo(value: &str) -> &str {
+    value
+        .char_indices()
+        .nth(MAX_ECHO_CHARS)
+        .map_or(value, |(end, _)| &value[..end])
+}
+
 impl ApiError {
     /// The contract's error table.
     fn body(&self) -> Body<'_> {
@@ -92,7 +104,7 @@ impl ApiError {
                 "NotFoundError",
                 "app_not_found",
                 "App not found",
-                json!({ "app_id": app_id }),
+                json!({ "app_id": echo(app_id) }),
             )
         };
         let unauthorized = |code, message| {
@@ -149,14 +161,14 @@ impl ApiError {
                 "NotFoundError",
                 "not_found",
                 "Not found",
-                json!({ "path": path }),
+                json!({ "path": echo(path) }),
             ),
             ApiError::MethodNotAllowed { method } => described(
                 S::METHOD_NOT_ALLOWED,
                 "MethodNotAllowedError",
                 "method_not_allowed",
                 "Method not allowed: use GET or HEAD",
-                json!({ "method": method, "allowed": ["GET", "HEAD"] }),
+                json!({ "method": echo(method), "allowed": ["GET", "HEAD"] }),
             ),
             ApiError::AppNotFound { app_id } => not_found(app_id),
             ApiError::Auth(e) => match e {
@@ -181,14 +193,14 @@ impl ApiError {
                     "BadRequestError",
                     "invalid_log_type",
                     "Invalid log_type: expected runtime or requests",
-                    json!({ "log_type": value, "allowed": LogType::ALL.map(LogType::as_str) }),
+                    json!({ "log_type": echo(value), "allowed": LogType::ALL.map(LogType::as_str) }),
                 ),
                 InvalidQuery::Level { value, allowed } => described(
                     S::BAD_REQUEST,
                     "BadRequestError",
                     "invalid_level",
                     format!("Invalid level: expected one of {}", allowed.join(", ")),
-                    json!({ "level": value, "allowed": allowed }),
+                    json!({ "level": echo(value), "allowed": allowed }),
                 ),
             },
             ApiError::RateLimited(RateLimited {
@@ -361,7 +373,8 @@ fn problem_json(p: &FieldProblem) -> Value {
             Some(json!({ "le": le })),
         ),
     };
-    let mut item = json!({ "type": kind, "loc": ["query", p.name], "msg": msg, "input": p.input });
+    let input = echo(&p.input);
+    let mut item = json!({ "type": kind, "loc": ["query", p.name], "msg": msg, "input": input });
     if let Some(ctx) = ctx {
         item["ctx"] = ctx;
     }
@@ -437,6 +450,14 @@ mod tests {
             }
         }
         assert_eq!(rows, sample_rows());
+    }
+
+    #[test]
+    fn echoes_are_cut_at_128_characters_not_bytes() {
+        assert_eq!(echo("short"), "short");
+        let exact = "é".repeat(MAX_ECHO_CHARS);
+        assert_eq!(echo(&exact), exact);
+        assert_eq!(echo(&format!("{exact}more")), exact);
     }
 
     #[test]

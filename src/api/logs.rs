@@ -177,9 +177,18 @@ fn set_rate_headers(headers: &mut header::HeaderMap, numbers: &mut Numbers, rate
 
 /// The coding the client's `Accept-Encoding` ranks highest among br, zstd and gzip
 /// (q-values honoured; at equal quality br, then zstd, then gzip); `None` for identity, or
-/// when the header is absent or unreadable.
+/// when the header is absent. It is read element by element: one that cannot be parsed (a
+/// byte that is not UTF-8, `q=1.5`) is skipped and the others still count.
 fn negotiate(req: &HttpRequest) -> Option<Coding> {
-    let accepted = req.get_header::<header::AcceptEncoding>()?;
+    let elements = req
+        .headers()
+        .get_all(header::ACCEPT_ENCODING)
+        .flat_map(|value| value.as_bytes().split(|&b| b == b','));
+    let accepted = header::AcceptEncoding(
+        elements
+            .filter_map(|element| std::str::from_utf8(element).ok()?.trim().parse().ok())
+            .collect(),
+    );
     let supported = [
         header::Encoding::brotli(),
         header::Encoding::zstd(),

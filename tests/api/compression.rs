@@ -180,3 +180,29 @@ async fn a_refresh_with_the_same_bytes_answers_304_and_a_new_row_a_new_etag() {
     assert_eq!(changed.status(), StatusCode::OK);
     assert_ne!(header(&changed, "etag"), etag);
 }
+
+#[actix_web::test]
+async fn an_accept_encoding_element_that_cannot_be_parsed_is_skipped_and_the_others_count() {
+    let app = app_with_rows("skip-app").await;
+    for (accept, coding) in [
+        (&b"x\xffy, br"[..], "br"),
+        (b"gzip, br;q=1.5", "gzip"),
+        (b"zstd;q=2, gzip;q=0.5", "gzip"),
+    ] {
+        let resp = app
+            .http
+            .get(app.logs_url("skip-app", ""))
+            .bearer_auth(ALPHA_KEY)
+            .header(
+                "accept-encoding",
+                reqwest::header::HeaderValue::from_bytes(accept).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let accept = String::from_utf8_lossy(accept);
+        let got = resp.headers().get("content-encoding");
+        assert_eq!(got.map(|v| v.to_str().unwrap()), Some(coding), "{accept}");
+    }
+}

@@ -101,3 +101,27 @@ async fn answers_to_an_allowed_origin_carry_cors_headers_and_others_none() {
     assert_eq!(cors_header(&foreign, "access-control-allow-origin"), None);
     assert_eq!(cors_header(&foreign, "access-control-expose-headers"), None);
 }
+
+#[actix_web::test]
+async fn a_preflight_answer_varies_by_origin_once() {
+    let mut settings = test_settings();
+    settings.cors.allowed_origins = vec![DASHBOARD.into()];
+    let app = spawn_app_with(settings).await;
+    let preflight = app
+        .http
+        .request(Method::OPTIONS, app.logs_url("cors-app", ""))
+        .header("origin", DASHBOARD)
+        .header("access-control-request-method", "GET")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+    let vary: Vec<&str> = preflight
+        .headers()
+        .get_all("vary")
+        .iter()
+        .flat_map(|v| v.to_str().unwrap().split(','))
+        .map(str::trim)
+        .collect();
+    assert_eq!(vary, ["Origin"]);
+}

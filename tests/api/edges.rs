@@ -1,4 +1,5 @@
-//! Exact at the edges (CONTRACT.md §12): the HTTP layer's own refusals as ErrorResponses.
+//! Exact at the edges (CONTRACT.md §12): the HTTP layer's own refusals as ErrorResponses,
+//! and echoes that do not grow with the caller's input.
 
 use std::time::{Duration, Instant};
 
@@ -186,4 +187,80 @@ async fn a_request_head_that_arrives_too_slowly_gets_408_as_an_error_response() 
     assert_eq!(answer.body["error"]["type"], "RequestTimeoutError");
     assert_eq!(answer.body["error"]["code"], "request_timeout");
     id_prefix(answer.header("x-request-id").unwrap());
+}
+
+#[actix_web::test]
+async fn invalid_values_are_echoed_only_up_to_128_characters() {
+    let app = spawn_app().await;
+    let long = "x".repeat(3000);
+    let first = &long[..128];
+    let path = format!("/{long}");
+    let key = Some(ALPHA_KEY);
+    let query = |name: &str| app.logs_url("a", &format!("{name}={long}"));
+    let cases = [
+        (
+            "app_id",
+            app.logs_url(&long, ""),
+            "GET",
+            None,
+            "/error/details/app_id",
+            first,
+        ),
+        (
+            "log_type",
+            query("log_type"),
+            "GET",
+            key,
+            "/error/details/log_type",
+            first,
+        ),
+        (
+            "level",
+            query("level"),
+            "GET",
+            key,
+            "/error/details/level",
+            first,
+        ),
+        (
+            "method",
+            app.logs_url("a", ""),
+            &long,
+            key,
+            "/error/details/method",
+            first,
+        ),
+        (
+            "path",
+            format!("{}{path}", app.base),
+            "GET",
+            key,
+            "/error/details/path",
+            &path[..128],
+        ),
+        (
+            "422 input",
+            query("hours"),
+            "GET",
+            key,
+            "/detail/0/input",
+            first,
+        ),
+    ];
+    for (case, url, method, key, pointer, echoed) in cases {
+        let mut request = app
+            .http
+            .request(reqwest::Method::from_bytes(method.as_bytes()).unwrap(), url);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let body = request.send().await.unwrap().bytes().await.unwrap();
+        let json: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json.pointer(pointer).and_then(Value::as_str),
+            Some(echoed),
+            "{case}"
+        );
+        assert!(body.len() < 600, "{case}: {} bytes", body.len());
+    }
 }
