@@ -1,13 +1,16 @@
 //! Exact at the edges (CONTRACT.md §12): the HTTP layer's own refusals as ErrorResponses,
-//! and echoes that do not grow with the caller's input.
+//! echoes that do not grow with the caller's input, and memory under hostile clients.
 
 use std::time::{Duration, Instant};
 
+use logproxy_testkit::rss_bytes;
+use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
+use crate::operations::{pipelining_abusers, Served};
 
 /// One answer read off a raw connection.
 struct Answer {
@@ -263,4 +266,44 @@ async fn invalid_values_are_echoed_only_up_to_128_characters() {
         );
         assert!(body.len() < 600, "{case}: {} bytes", body.len());
     }
+}
+
+#[actix_web::test]
+async fn connections_pipelining_error_requests_cost_little_memory_and_give_it_back() {
+    // The connections stay for the whole hold (no send timeout).
+    let served = Served::start("send_timeout_seconds = 0\n");
+    let pid = served.child.id();
+    let path = format!("/v1/apps/{}/logs", "a".repeat(3000));
+    let http = reqwest::Client::new();
+    // Warm up with the requests the abusers will send.
+    for _ in 0..50 {
+        let resp = http.get(format!("{}{path}", served.base)).send().await;
+        assert_eq!(resp.unwrap().status(), StatusCode::NOT_FOUND);
+    }
+    let before = rss_bytes(pid);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let abusers = pipelining_abusers(&served.base, &path, 60, stop.clone());
+    let held = Instant::now();
+    let mut peak = before;
+    while held.elapsed() < Duration::from_secs(8) {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        peak = peak.max(rss_bytes(pid));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for abuser in abusers {
+        let _ = abuser.join();
+    }
+    actix_web::rt::time::sleep(Duration::from_secs(10)).await;
+    let after = rss_bytes(pid);
+    let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+    let (grown, kept) = (mib(peak - before), mib(after.saturating_sub(before)));
+    eprintln!(
+        "RSS {:.1} MiB, +{grown:.1} MiB at the peak, +{kept:.1} MiB 10 s after",
+        mib(before)
+    );
+    assert!(grown <= 16.0, "RSS grew by {grown:.1} MiB");
+    assert!(
+        kept <= 8.0,
+        "RSS still {kept:.1} MiB over the start 10 s after"
+    );
 }

@@ -14,16 +14,16 @@ use serde_json::Value;
 use crate::helpers::*;
 
 /// `logproxy serve` as a child process, its stderr written to a file.
-struct Served {
-    child: Child,
-    base: String,
+pub(crate) struct Served {
+    pub(crate) child: Child,
+    pub(crate) base: String,
     config: PathBuf,
     log: PathBuf,
 }
 
 impl Served {
     /// Starts the binary on a free port with `config` (a TOML text without `[server]`).
-    fn start(config: &str) -> Self {
+    pub(crate) fn start(config: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("lp-ops-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
@@ -489,7 +489,7 @@ async fn metrics_show_the_process_the_build_query_slots_overloads_and_reloads_fr
 
 /// Opens `count` connections that pipeline `GET path` as fast as the server takes them and
 /// never read an answer, until `stop`; each thread ends with how its last write ended.
-fn pipelining_abusers(
+pub(crate) fn pipelining_abusers(
     base: &str,
     path: &str,
     count: usize,
