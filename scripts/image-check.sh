@@ -84,7 +84,7 @@ opts="$(findmnt -n -o OPTIONS -T "$CACHE")"
     || skip "$CACHE is on a noexec or nodev mount ($opts)"
 rootfs_tar="$CACHE/debian-$suite-minbase.tar"
 if [[ ! -f "$rootfs_tar" ]]; then
-    curl -fsS --max-time 10 -o /dev/null "$MIRROR/dists/$suite/Release" \
+    curl -fs --max-time 10 -o /dev/null "$MIRROR/dists/$suite/Release" \
         || skip "no cached rootfs and no answer from $MIRROR"
     command -v debootstrap >/dev/null 2>&1 || command -v apt-get >/dev/null 2>&1 \
         || skip "no debootstrap and no apt-get to install it"
