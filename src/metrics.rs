@@ -363,9 +363,11 @@ impl Metrics {
         let (shard, replica) = (shard.to_string(), index.to_string());
         ReplicaMetrics {
             up: self.replica_up.with_label_values(&[&shard, &replica]),
+            // `as_str` beside a `&str`: a `&String` there type-checks on newer compilers
+            // only, and the Dockerfile builds with rust-version 1.89.
             attempts: AttemptKind::LABELS.map(|kind| {
                 self.clickhouse_attempts
-                    .with_label_values(&[&shard, &replica, kind])
+                    .with_label_values(&[shard.as_str(), replica.as_str(), kind])
             }),
         }
     }
