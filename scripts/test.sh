@@ -17,6 +17,8 @@
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
+#   8. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
+#      file system, without a container engine (README "Docker"); it says so when it skips
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
@@ -58,3 +60,4 @@ export LOGPROXY_TEST_CLICKHOUSE_URLS="http://127.0.0.1:${ports[0]},http://127.0.
 cargo test --locked "$@"
 scripts/schemathesis.sh
 scripts/openapi-client.sh
+scripts/image-check.sh
