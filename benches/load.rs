@@ -933,6 +933,8 @@ async fn many_apps_pinned() {
 mod delta;
 #[path = "load/fleet.rs"]
 mod fleet;
+#[path = "load/shards.rs"]
+mod shards;
 #[path = "load/tenants.rs"]
 mod tenants;
 
@@ -955,6 +957,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "delta") {
         return delta::delta_vs_full().await;
+    }
+    if std::env::args().any(|a| a == "shards") {
+        return shards::routing_vs_distributed().await;
     }
     if std::env::args().any(|a| a == "tenants") {
         return tenants::noisy_neighbour().await;
