@@ -366,8 +366,11 @@ impl Metrics {
             // `as_str` beside a `&str`: a `&String` there type-checks on newer compilers
             // only, and the Dockerfile builds with rust-version 1.89.
             attempts: AttemptKind::LABELS.map(|kind| {
-                self.clickhouse_attempts
-                    .with_label_values(&[shard.as_str(), replica.as_str(), kind])
+                self.clickhouse_attempts.with_label_values(&[
+                    shard.as_str(),
+                    replica.as_str(),
+                    kind,
+                ])
             }),
         }
     }

@@ -209,21 +209,16 @@ pub async fn noisy_neighbour() {
                 p.a_errors,
             );
         }
-        let text = http
-            .get(format!("{}/metrics", service.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let series = |s: &str| logproxy_testkit::metric(&text, s).unwrap_or(0.0);
+        let base = &service.base;
+        let tenant =
+            |series: &str, name: &str| format!("logproxy_tenant_{series}{{tenant=\"{name}\"}}");
+        let bytes_a = metric(&http, base, &tenant("cache_bytes", "A")).await;
+        let bytes_b = metric(&http, base, &tenant("cache_bytes", "B")).await;
+        let evicted_a = metric(&http, base, &tenant("cache_evictions_total", "A")).await;
+        let evicted_b = metric(&http, base, &tenant("cache_evictions_total", "B")).await;
         println!(
             "|   | at the end: bytes A {:.0} / B {:.0}, evictions A {:.0} / B {:.0} | | | | | | |",
-            series(r#"logproxy_tenant_cache_bytes{tenant="A"}"#),
-            series(r#"logproxy_tenant_cache_bytes{tenant="B"}"#),
-            series(r#"logproxy_tenant_cache_evictions_total{tenant="A"}"#),
-            series(r#"logproxy_tenant_cache_evictions_total{tenant="B"}"#),
+            bytes_a, bytes_b, evicted_a, evicted_b,
         );
     }
 }

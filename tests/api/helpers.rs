@@ -255,7 +255,7 @@ impl TestApp {
     /// How many queries ClickHouse is running right now, per id prefix. One read of the
     /// process list for all prefixes: counted one by one, a slot handed from one app to
     /// another between two reads would be seen twice.
-    async fn running(&self, prefixes: &[String]) -> Vec<u64> {
+    pub async fn running(&self, prefixes: &[String]) -> Vec<u64> {
         let ids: Vec<String> = self
             .ch
             .raw()
