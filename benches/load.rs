@@ -103,6 +103,11 @@ fn run(cmd: &mut Command) -> String {
 }
 
 fn start_service(config: &std::path::Path) -> Service {
+    start_service_with(BIN, config)
+}
+
+/// As `start_service`, with the binary `bin` (another build, for a control side).
+fn start_service_with(bin: &str, config: &std::path::Path) -> Service {
     let text = std::fs::read_to_string(config).unwrap();
     let port = text
         .split("127.0.0.1:")
@@ -111,7 +116,7 @@ fn start_service(config: &std::path::Path) -> Service {
         .split('"')
         .next()
         .unwrap();
-    let child = Command::new(BIN)
+    let child = Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
         .env("RUST_LOG", "warn")

@@ -2,7 +2,8 @@
 //! second while tenant A storms with 64 clients, each asking a new key per request; B's hit
 //! ratio and latencies quiet against during the storm, and A's throughput. Two sides in one
 //! run: isolation as configured by default (cache share 0.5, half of the 32 query slots per
-//! tenant) and the control with both lifted (share 1, a tenant may hold all 32 slots).
+//! tenant) and the control with both lifted (share 1, a tenant may hold all 32 slots);
+//! `LOAD_BASELINE_BIN` adds a side run by another build (one from before issue 18).
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +20,9 @@ const B_APPS: u32 = 10;
 const ROWS: u32 = 20_000;
 const DB: &str = "lp_bench_tenants";
 
-fn tenants_config(name: &str, ch_url: &str, share: f64, per_tenant: usize) -> std::path::PathBuf {
+/// The config of one side; `isolation`: `(tenant_share, max_concurrent_queries_per_tenant)`,
+/// `None` for a build that has neither key.
+fn tenants_config(name: &str, ch_url: &str, isolation: Option<(f64, usize)>) -> std::path::PathBuf {
     let path = std::env::temp_dir().join(format!("logproxy-bench-{name}.toml"));
     let apps = |from: u32, n: u32| {
         (from..from + n)
@@ -33,11 +36,18 @@ fn tenants_config(name: &str, ch_url: &str, share: f64, per_tenant: usize) -> st
             logproxy::auth::hash_key(key)
         )
     };
+    let (per_tenant, share) = match isolation {
+        Some((share, slots)) => (
+            format!("max_concurrent_queries_per_tenant = {slots}\n"),
+            format!("tenant_share = {share}\n"),
+        ),
+        None => Default::default(),
+    };
     let text = format!(
         "[server]\nbind = \"127.0.0.1:{port}\"\nworkers = {workers}\n\
          [clickhouse]\nurl = \"{ch_url}\"\ndatabase = \"{DB}\"\nmax_concurrent_queries = 32\n\
-         max_concurrent_queries_per_tenant = {per_tenant}\nqueue_timeout_ms = 2000\n\
-         [cache]\nttl_seconds = 300\nmax_bytes = {MAX_BYTES}\ntenant_share = {share}\n\
+         {per_tenant}queue_timeout_ms = 2000\n\
+         [cache]\nttl_seconds = 300\nmax_bytes = {MAX_BYTES}\n{share}\
          [rate_limit]\nrequests_per_second = 1000000\nburst = 1000000\n[auth]\nenabled = true\n{}{}",
         tenant("A", A_KEY, apps(1, A_APPS)),
         tenant("B", B_KEY, apps(A_APPS + 1, B_APPS)),
@@ -173,16 +183,28 @@ pub async fn noisy_neighbour() {
     println!(
         "| side | phase | B hit ratio | B hit p50 / p99 ms | B miss p50 / p99 ms | B errors | A answers/s | A errors |\n|---|---|---:|---:|---:|---:|---:|---:|"
     );
-    let sides = [
-        ("isolated (share 0.5, 16 slots a tenant)", 0.5, 16),
-        ("control (share 1, 32 slots a tenant)", 1.0, 32),
+    let mut sides = vec![
+        (
+            "isolated (share 0.5, 16 slots a tenant)".to_owned(),
+            Some((0.5, 16)),
+            BIN.to_owned(),
+        ),
+        (
+            "control (share 1, 32 slots a tenant)".to_owned(),
+            Some((1.0, 32)),
+            BIN.to_owned(),
+        ),
     ];
-    for (i, (side, share, per_tenant)) in sides.into_iter().enumerate() {
-        let config = tenants_config(&format!("tenants-{i}"), &ch_url, share, per_tenant);
+    // Another build (one from before tenants had budgets) as a third side.
+    if let Ok(bin) = std::env::var("LOAD_BASELINE_BIN") {
+        sides.push((format!("baseline build ({bin})"), None, bin));
+    }
+    for (i, (side, isolation, bin)) in sides.into_iter().enumerate() {
+        let config = tenants_config(&format!("tenants-{i}"), &ch_url, isolation);
         if i == 0 {
             seed_tenants_once(&config).await;
         }
-        let service = start_service(&config);
+        let service = start_service_with(&bin, &config);
         // B's pages cached before anything is measured.
         for n in 0..2 * B_APPS {
             let query = if n / B_APPS == 0 {
