@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
 use logproxy::config::{Settings, ShardSettings};
-use logproxy_testkit::count_queries;
+use logproxy_testkit::{count_queries, metric_value};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -333,5 +333,70 @@ async fn with_weights_two_to_one_every_app_is_read_from_the_shard_clickhouse_put
             ran as usize, served_by[&i],
             "server {i} ran the queries of its own apps"
         );
+    }
+}
+
+#[actix_web::test]
+async fn on_a_cluster_a_moving_window_is_refreshed_by_its_newest_rows_once_per_key_on_its_own_shard(
+) {
+    // Arrange: 8 apps over the cluster, pages fresh for a second; one page of each cached.
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
+    settings.cache.ttl_seconds = 1;
+    migrate_with_the_binary(&settings);
+    let apps = app_ids(8, "moving");
+    let (runtime, _) = rows(&apps, now_ms());
+    let app = start_app(settings.clone()).await;
+    app.insert_runtime(&runtime).await;
+    let landed = apps_on(&settings, &servers).await;
+    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+    for a in &apps {
+        assert_eq!(header(&app.get(a, "hours=2").await, "x-cache"), "MISS");
+    }
+
+    // Act: a new row of every app goes in through the Distributed table; once the pages'
+    // TTL has passed, 6 clients at once ask each app's page again.
+    let new: Vec<RuntimeRow> = apps
+        .iter()
+        .map(|a| runtime_row(a, now_ms(), "info", &format!("{a} arrived later")))
+        .collect();
+    app.insert_runtime(&new).await;
+    actix_web::rt::time::sleep(Duration::from_millis(1_100)).await;
+    let prefix = unique_prefix("moving");
+    let (on_app, by) = (&app, &prefix);
+    let asked = apps.iter().flat_map(|a| {
+        (0..6).map(move |c| {
+            let answer = on_app.get_with_id(a, "hours=2", &format!("{by}-{a}.{c}"));
+            async move { (a, answer.await) }
+        })
+    });
+    for (a, answer) in futures_util::future::join_all(asked).await {
+        assert_eq!(answer.status(), StatusCode::OK, "{a}");
+        let body = body_json(answer).await;
+        assert_eq!(
+            body["entries"][0]["message"],
+            format!("{a} arrived later"),
+            "{a}: the refreshed page leads with the new row"
+        );
+        assert_eq!(body["entries"].as_array().map(Vec::len), Some(7), "{a}");
+    }
+
+    // Assert: one refresh per page, each by its newest rows, each a single query on the
+    // server that holds the app's rows and none on the other.
+    let metrics = app.metrics().await;
+    let refreshes = |kind: &str| {
+        let series = format!("logproxy_cache_refreshes_total{{kind=\"{kind}\"}}");
+        metric_value(&metrics, &series)
+    };
+    assert_eq!((refreshes("delta"), refreshes("full")), (8.0, 0.0));
+    for a in &apps {
+        let on: Vec<u64> = futures_util::future::join_all(servers.iter().map(|s| {
+            let ch = server(&settings, &s.url());
+            let prefix = format!("{prefix}-{a}.");
+            async move { count_queries(ch.raw(), &prefix).await }
+        }))
+        .await;
+        let home = usize::from(landed[1].contains(a));
+        assert_eq!((on[home], on[1 - home]), (1, 0), "{a}: {on:?}");
     }
 }
