@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use logproxy::clickhouse::{ChClient, RequestRow, RuntimeRow};
 use logproxy::config::{Settings, ShardSettings};
-use logproxy_testkit::{count_queries, metric_value};
+use logproxy_testkit::{count_queries, metric_value, RedisServer};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -88,6 +88,22 @@ async fn apps_on(settings: &Settings, servers: &[OwnClickHouse; 2]) -> [Vec<Stri
     out
 }
 
+/// Queries whose id starts with `prefix` on each server: (on `app`'s home, on the other).
+async fn queries_of(
+    settings: &Settings,
+    servers: &[OwnClickHouse; 2],
+    landed: &[Vec<String>; 2],
+    app: &str,
+    prefix: &str,
+) -> (u64, u64) {
+    let mut on = [0; 2];
+    for (i, s) in servers.iter().enumerate() {
+        on[i] = count_queries(server(settings, &s.url()).raw(), prefix).await;
+    }
+    let home = usize::from(landed[1].iter().any(|a| a == app));
+    (on[home], on[1 - home])
+}
+
 /// Rows of `apps` apps: a few runtime rows at varied levels and request rows each.
 fn rows(apps: &[String], now: i64) -> (Vec<RuntimeRow>, Vec<RequestRow>) {
     let mut runtime = Vec::new();
@@ -164,19 +180,9 @@ async fn migrate_makes_both_shards_and_each_app_is_read_from_its_own_shard_byte_
 
     // Assert: each app's three misses ran on the server holding its rows, and nowhere else.
     for app in &apps {
-        let on: Vec<u64> = futures_util::future::join_all(servers.iter().map(|s| {
-            let ch = server(&settings, &s.url());
-            let prefix = format!("{prefix}-{app}-");
-            async move { count_queries(ch.raw(), &prefix).await }
-        }))
-        .await;
-        let home = usize::from(landed[1].contains(app));
-        assert_eq!(on[home], 3, "{app}: {on:?}");
-        assert_eq!(
-            on[1 - home],
-            0,
-            "{app} never reaches the other shard: {on:?}"
-        );
+        let prefix = format!("{prefix}-{app}-");
+        let on = queries_of(&settings, &servers, &landed, app, &prefix).await;
+        assert_eq!(on, (3, 0), "{app}: home shard, other shard");
     }
     let ready = sharded.get_path("/readyz").await;
     assert_eq!(ready.status(), StatusCode::OK);
@@ -390,13 +396,53 @@ async fn on_a_cluster_a_moving_window_is_refreshed_by_its_newest_rows_once_per_k
     };
     assert_eq!((refreshes("delta"), refreshes("full")), (8.0, 0.0));
     for a in &apps {
-        let on: Vec<u64> = futures_util::future::join_all(servers.iter().map(|s| {
-            let ch = server(&settings, &s.url());
-            let prefix = format!("{prefix}-{a}.");
-            async move { count_queries(ch.raw(), &prefix).await }
-        }))
-        .await;
-        let home = usize::from(landed[1].contains(a));
-        assert_eq!((on[home], on[1 - home]), (1, 0), "{a}: {on:?}");
+        let prefix = format!("{prefix}-{a}.");
+        let on = queries_of(&settings, &servers, &landed, a, &prefix).await;
+        assert_eq!(on, (1, 0), "{a}: home shard, other shard");
+    }
+}
+
+#[actix_web::test]
+async fn on_a_cluster_a_fleet_shares_each_apps_page_fetched_once_from_its_shard() {
+    // Arrange: two proxies of a fleet (one Redis) on the cluster; 8 apps inserted.
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let redis = RedisServer::started();
+    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
+    settings.redis.url = redis.url();
+    settings.redis.key_prefix = format!("{}:", unique_prefix("sharded-fleet"));
+    migrate_with_the_binary(&settings);
+    let apps = app_ids(8, "fleet");
+    let (runtime, _) = rows(&apps, now_ms());
+    let (first, second) = (
+        start_app(settings.clone()).await,
+        start_app(settings.clone()).await,
+    );
+    first.insert_runtime(&runtime).await;
+    let landed = apps_on(&settings, &servers).await;
+    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+
+    // Act: each app's page through the first proxy, then through the second.
+    let prefix = unique_prefix("sharded-fleet");
+    for a in &apps {
+        let fetched = first
+            .get_with_id(a, "hours=2", &format!("{prefix}-{a}.a"))
+            .await;
+        assert_eq!(header(&fetched, "x-cache"), "MISS", "{a}");
+        let shared = second
+            .get_with_id(a, "hours=2", &format!("{prefix}-{a}.b"))
+            .await;
+        assert_eq!(header(&shared, "x-cache"), "HIT", "{a}");
+        assert_eq!(
+            shared.bytes().await.unwrap(),
+            fetched.bytes().await.unwrap(),
+            "{a}: byte-exact"
+        );
+    }
+
+    // Assert: one query per app for the fleet, on the server holding its rows.
+    for a in &apps {
+        let prefix = format!("{prefix}-{a}.");
+        let on = queries_of(&settings, &servers, &landed, a, &prefix).await;
+        assert_eq!(on, (1, 0), "{a}: home shard, other shard");
     }
 }
