@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::helpers::{
     body_json, header, now_ms, request_row, runtime_row, spawn_app_with, start_app, test_settings,
-    unique_prefix, OwnClickHouse,
+    unique_prefix, OwnClickHouse, TestApp,
 };
 
 /// Test settings on `servers` as cluster `cluster`, one shard each with `weights`.
@@ -123,6 +123,37 @@ fn app_ids(n: usize, prefix: &str) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
+/// The cluster `logs` (1:1) migrated by the binary with settings `tune`d, a service on it,
+/// and `n` apps named `name-<i>` inserted through the Distributed tables.
+struct Arranged {
+    servers: [OwnClickHouse; 2],
+    settings: Settings,
+    apps: Vec<String>,
+    app: TestApp,
+    /// The apps whose rows each server holds.
+    landed: [Vec<String>; 2],
+}
+
+async fn arranged(n: usize, name: &str, tune: impl FnOnce(&mut Settings)) -> Arranged {
+    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
+    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
+    tune(&mut settings);
+    migrate_with_the_binary(&settings);
+    let apps = app_ids(n, name);
+    let (runtime, _) = rows(&apps, now_ms());
+    let app = start_app(settings.clone()).await;
+    app.insert_runtime(&runtime).await;
+    let landed = apps_on(&settings, &servers).await;
+    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+    Arranged {
+        servers,
+        settings,
+        apps,
+        app,
+        landed,
+    }
+}
+
 #[actix_web::test]
 async fn migrate_makes_both_shards_and_each_app_is_read_from_its_own_shard_byte_identical_to_one_server(
 ) {
@@ -201,15 +232,13 @@ async fn migrate_makes_both_shards_and_each_app_is_read_from_its_own_shard_byte_
 async fn with_one_shard_killed_the_other_shards_apps_are_served_fresh_and_the_dead_ones_get_503_or_stale(
 ) {
     // Arrange: 20 apps over the cluster; pages fresh for a second, kept for stale-if-error.
-    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
-    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
-    settings.cache.ttl_seconds = 1;
-    migrate_with_the_binary(&settings);
-    let apps = app_ids(20, "outage");
-    let (runtime, _) = rows(&apps, now_ms());
-    let app = start_app(settings.clone()).await;
-    app.insert_runtime(&runtime).await;
-    let landed = apps_on(&settings, &servers).await;
+    let Arranged {
+        servers,
+        apps,
+        app,
+        landed,
+        ..
+    } = arranged(20, "outage", |s| s.cache.ttl_seconds = 1).await;
     // One page of every app is cached now.
     for a in &apps {
         assert_eq!(app.get(a, "hours=2").await.status(), StatusCode::OK);
@@ -346,16 +375,13 @@ async fn with_weights_two_to_one_every_app_is_read_from_the_shard_clickhouse_put
 async fn on_a_cluster_a_moving_window_is_refreshed_by_its_newest_rows_once_per_key_on_its_own_shard(
 ) {
     // Arrange: 8 apps over the cluster, pages fresh for a second; one page of each cached.
-    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
-    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
-    settings.cache.ttl_seconds = 1;
-    migrate_with_the_binary(&settings);
-    let apps = app_ids(8, "moving");
-    let (runtime, _) = rows(&apps, now_ms());
-    let app = start_app(settings.clone()).await;
-    app.insert_runtime(&runtime).await;
-    let landed = apps_on(&settings, &servers).await;
-    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+    let Arranged {
+        servers,
+        settings,
+        apps,
+        app,
+        landed,
+    } = arranged(8, "moving", |s| s.cache.ttl_seconds = 1).await;
     for a in &apps {
         assert_eq!(header(&app.get(a, "hours=2").await, "x-cache"), "MISS");
     }
@@ -405,21 +431,19 @@ async fn on_a_cluster_a_moving_window_is_refreshed_by_its_newest_rows_once_per_k
 #[actix_web::test]
 async fn on_a_cluster_a_fleet_shares_each_apps_page_fetched_once_from_its_shard() {
     // Arrange: two proxies of a fleet (one Redis) on the cluster; 8 apps inserted.
-    let servers = OwnClickHouse::cluster(&[("logs", [1, 1])]);
     let redis = RedisServer::started();
-    let mut settings = cluster_settings(&servers, "logs", [1, 1]);
-    settings.redis.url = redis.url();
-    settings.redis.key_prefix = format!("{}:", unique_prefix("sharded-fleet"));
-    migrate_with_the_binary(&settings);
-    let apps = app_ids(8, "fleet");
-    let (runtime, _) = rows(&apps, now_ms());
-    let (first, second) = (
-        start_app(settings.clone()).await,
-        start_app(settings.clone()).await,
-    );
-    first.insert_runtime(&runtime).await;
-    let landed = apps_on(&settings, &servers).await;
-    assert!(!landed[0].is_empty() && !landed[1].is_empty(), "{landed:?}");
+    let Arranged {
+        servers,
+        settings,
+        apps,
+        app: first,
+        landed,
+    } = arranged(8, "fleet", |s| {
+        s.redis.url = redis.url();
+        s.redis.key_prefix = format!("{}:", unique_prefix("sharded-fleet"));
+    })
+    .await;
+    let second = start_app(settings.clone()).await;
 
     // Act: each app's page through the first proxy, then through the second.
     let prefix = unique_prefix("sharded-fleet");
