@@ -154,6 +154,33 @@ async fn arranged(n: usize, name: &str, tune: impl FnOnce(&mut Settings)) -> Arr
     }
 }
 
+/// Kills shard 1's server, and waits until `app`'s `/readyz` shows it down (and shard 0 up,
+/// the service still ready).
+async fn kill_shard_1(servers: &[OwnClickHouse; 2], app: &TestApp) {
+    servers[1].signal("KILL");
+    let killed = Instant::now();
+    let shard_state =
+        |body: &Value, s: usize| body["shards"][s]["state"].as_str().unwrap_or("").to_owned();
+    loop {
+        let ready = app.get_path("/readyz").await;
+        assert_eq!(
+            ready.status(),
+            StatusCode::OK,
+            "one shard is up: still ready"
+        );
+        let body = body_json(ready).await;
+        if shard_state(&body, 1) == "down" {
+            assert_eq!(shard_state(&body, 0), "up", "{body}");
+            return;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "shard 1 is seen down: {body}"
+        );
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[actix_web::test]
 async fn migrate_makes_both_shards_and_each_app_is_read_from_its_own_shard_byte_identical_to_one_server(
 ) {
@@ -245,28 +272,7 @@ async fn with_one_shard_killed_the_other_shards_apps_are_served_fresh_and_the_de
     }
 
     // Act: shard 1's server dies.
-    servers[1].signal("KILL");
-    let killed = Instant::now();
-    let shard_state =
-        |body: &Value, s: usize| body["shards"][s]["state"].as_str().unwrap_or("").to_owned();
-    loop {
-        let ready = app.get_path("/readyz").await;
-        assert_eq!(
-            ready.status(),
-            StatusCode::OK,
-            "one shard is up: still ready"
-        );
-        let body = body_json(ready).await;
-        if shard_state(&body, 1) == "down" {
-            assert_eq!(shard_state(&body, 0), "up", "{body}");
-            break;
-        }
-        assert!(
-            killed.elapsed() < Duration::from_secs(5),
-            "shard 1 is seen down: {body}"
-        );
-        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
-    }
+    kill_shard_1(&servers, &app).await;
     actix_web::rt::time::sleep(Duration::from_millis(1_100)).await;
 
     // Assert: shard 0's apps get fresh answers (new keys: misses); shard 1's get their
@@ -469,4 +475,63 @@ async fn on_a_cluster_a_fleet_shares_each_apps_page_fetched_once_from_its_shard(
         let on = queries_of(&settings, &servers, &landed, a, &prefix).await;
         assert_eq!(on, (1, 0), "{a}: home shard, other shard");
     }
+}
+
+#[actix_web::test]
+async fn a_shard_that_is_down_fails_its_apps_misses_without_waiting_for_a_query_slot() {
+    // Arrange: 12 apps over the cluster, and a second service with one query slot that
+    // reads a runtime view taking a second per query (on both shards).
+    let Arranged {
+        servers,
+        settings,
+        landed,
+        ..
+    } = arranged(12, "slotless", |_| {}).await;
+    for s in &servers {
+        server(&settings, &s.url())
+            .raw()
+            .query(
+                "CREATE VIEW slow_logs_local AS \
+                 SELECT * FROM canvas_app_logs_local WHERE (SELECT sleep(1)) = 0",
+            )
+            .execute()
+            .await
+            .expect("create the slow view");
+    }
+    let mut slow = settings.clone();
+    slow.clickhouse.runtime_table = "slow_logs".into();
+    slow.clickhouse.max_concurrent_queries = 1;
+    slow.clickhouse.queue_timeout_ms = 20_000;
+    let app = start_app(slow).await;
+    kill_shard_1(&servers, &app).await;
+    let waits = |metrics: &str| metric_value(metrics, "logproxy_query_queue_wait_seconds_count");
+    let before = waits(&app.metrics().await);
+
+    // Act: a miss of one of shard 0's apps takes the only slot for a second; meanwhile a
+    // miss of every app of shard 1.
+    let holder = app.get(&landed[0][0], "hours=2");
+    let dead = async {
+        actix_web::rt::time::sleep(Duration::from_millis(200)).await;
+        let mut answers = Vec::new();
+        for a in &landed[1] {
+            let answer = app.get(a, "hours=2").await;
+            answers.push((a, answer.status(), body_json(answer).await));
+        }
+        (answers, waits(&app.metrics().await))
+    };
+    let (held, (answers, waited)) = futures_util::join!(holder, dead);
+
+    // Assert: shard 1's apps got 503 clickhouse_unavailable at once: none of them queued
+    // for the slot (only the holder's miss went through the queue), and shard 0's miss
+    // was served.
+    for (a, status, body) in &answers {
+        assert_eq!(*status, StatusCode::SERVICE_UNAVAILABLE, "{a}: {body}");
+        assert_eq!(body["error"]["code"], "clickhouse_unavailable", "{a}");
+    }
+    assert_eq!(
+        waited - before,
+        1.0,
+        "misses that went through the slot queue"
+    );
+    assert_eq!(held.status(), StatusCode::OK);
 }
