@@ -535,3 +535,68 @@ async fn a_shard_that_is_down_fails_its_apps_misses_without_waiting_for_a_query_
     );
     assert_eq!(held.status(), StatusCode::OK);
 }
+
+#[actix_web::test]
+async fn on_a_cluster_a_smaller_limit_is_cut_from_a_cached_page_and_a_fleet_shares_each_apps_rate_limit(
+) {
+    // Arrange: two proxies of a fleet (one Redis) on the cluster, each app allowed a burst
+    // of 4 and 1 request a second; 12 apps inserted.
+    let redis = RedisServer::started();
+    let Arranged {
+        servers,
+        settings,
+        app: first,
+        landed,
+        ..
+    } = arranged(12, "per-app", |s| {
+        s.redis.url = redis.url();
+        s.redis.key_prefix = format!("{}:", unique_prefix("sharded-limits"));
+        s.rate_limit.requests_per_second = 1;
+        s.rate_limit.burst = 4;
+    })
+    .await;
+    let second = start_app(settings.clone()).await;
+    // The first app of each shard is kept for the rate limit; the others for subsumption.
+    let limited = [&landed[0][0], &landed[1][0]];
+    let subsumed = landed.iter().flat_map(|apps| &apps[1..]);
+
+    // Act and assert: a page of 6 rows answers a limit of 3 without a query, on every app
+    // of either shard; the one query ran on the app's own shard.
+    let prefix = unique_prefix("sharded-subsume");
+    for a in subsumed {
+        let six = first
+            .get_with_id(a, "limit=6", &format!("{prefix}-{a}.6"))
+            .await;
+        assert_eq!(header(&six, "x-cache"), "MISS", "{a}");
+        let three = first
+            .get_with_id(a, "limit=3", &format!("{prefix}-{a}.3"))
+            .await;
+        assert_eq!(header(&three, "x-cache"), "HIT", "{a}");
+        let (six, three) = (body_json(six).await, body_json(three).await);
+        assert_eq!(
+            three["entries"].as_array().unwrap()[..],
+            six["entries"].as_array().unwrap()[..3]
+        );
+        let on = queries_of(&settings, &servers, &landed, a, &format!("{prefix}-{a}.")).await;
+        assert_eq!(on, (1, 0), "{a}: home shard, other shard");
+    }
+
+    // Act: 8 requests for one app of each shard, taking turns between the proxies.
+    for a in limited {
+        let mut statuses = Vec::new();
+        for n in 0..8 {
+            let proxy = [&first, &second][n % 2];
+            statuses.push(proxy.get(a, "").await.status());
+        }
+
+        // Assert: the fleet admits the app's burst once (each proxy alone would admit 4),
+        // and a second's refill at most.
+        let admitted = statuses.iter().filter(|s| **s == StatusCode::OK).count();
+        let refused = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::TOO_MANY_REQUESTS)
+            .count();
+        assert_eq!(admitted + refused, 8, "{a}: {statuses:?}");
+        assert!((4..=5).contains(&admitted), "{a}: {statuses:?}");
+    }
+}
