@@ -20,8 +20,13 @@ pub(super) async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
         };
         let replica = &this.replicas[index];
         let (shard, health) = (this.shard, probe(&this, replica).await);
-        if replica.set(health) == Health::Down && health == Health::Up {
+        let was = replica.set(health);
+        if was == Health::Down && health == Health::Up {
             tracing::info!(shard, replica = index, "clickhouse replica is up again");
+        }
+        if health == Health::Down {
+            // Whatever marked it down first, the queries still waiting there give up.
+            replica.went_down.notify_waiters();
         }
         if first {
             first = false;

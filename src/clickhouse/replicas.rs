@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
 use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use super::probe::probe_loop;
@@ -59,6 +59,9 @@ pub(super) struct Replica {
     health: AtomicU8,
     in_flight: AtomicUsize,
     metrics: ReplicaMetrics,
+    /// Woken when a probe finds the replica down: the queries in flight there give up
+    /// (and their slots) instead of waiting out `query_timeout_ms`.
+    pub(super) went_down: Notify,
     /// Why the last probe found it unusable, when it is something an operator can act on
     /// (tables missing, a cluster layout that disagrees), for `/readyz`.
     pub(super) problem: Mutex<Option<String>>,
@@ -147,6 +150,7 @@ impl Replicas {
                 health: AtomicU8::new(0),
                 in_flight: AtomicUsize::new(0),
                 metrics,
+                went_down: Notify::new(),
                 problem: Mutex::new(None),
             })
             .collect();
@@ -243,9 +247,17 @@ impl Replicas {
                 other => format!("{query_id}.{}", other.label()),
             };
             let guard = InFlight::new(&r.in_flight);
+            let went_down = r.went_down.notified();
             let work = run(r.client.clone(), id.clone());
             async move {
-                let result = work.await;
+                let result = tokio::select! {
+                    result = work => result,
+                    () = went_down => {
+                        // A hung server: the query is dropped here and killed there.
+                        self.cancel(&[(replica, id.clone())]);
+                        Err(QueryError::Unavailable("its probe found the replica down".into()))
+                    }
+                };
                 drop((guard, slot));
                 (replica, id, result)
             }

@@ -600,3 +600,51 @@ async fn on_a_cluster_a_smaller_limit_is_cut_from_a_cached_page_and_a_fleet_shar
         assert!((4..=5).contains(&admitted), "{a}: {statuses:?}");
     }
 }
+
+#[actix_web::test]
+async fn a_hung_shards_misses_give_back_their_query_slots_once_a_probe_finds_it_down() {
+    // Arrange: 12 apps over the cluster, and a second service that would wait 20 s for a
+    // query.
+    let Arranged {
+        servers,
+        settings,
+        landed,
+        ..
+    } = arranged(12, "hung", |_| {}).await;
+    let mut patient = settings.clone();
+    patient.clickhouse.query_timeout_ms = 20_000;
+    let app = start_app(patient).await;
+    let in_use = |metrics: &str| metric_value(metrics, "logproxy_query_slots_in_use");
+    let hung = landed[1].len() as f64;
+
+    // Act: shard 1's server stops (SIGSTOP: the kernel still accepts its connections, and
+    // nothing answers); a miss of each of its apps at once, while the slots are watched.
+    servers[1].signal("STOP");
+    let misses = landed[1]
+        .iter()
+        .map(|a| app.get_with_id(a, "hours=2", &format!("hung-{a}")));
+    let watched = async {
+        let started = Instant::now();
+        let mut most = 0.0_f64;
+        while most < hung && started.elapsed() < Duration::from_secs(5) {
+            most = most.max(in_use(&app.metrics().await));
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        most
+    };
+    let (answers, most) = futures_util::join!(futures_util::future::join_all(misses), watched);
+    let after = in_use(&app.metrics().await);
+
+    // Assert: the misses held a slot each while the server hung; once a probe found it
+    // down they gave up with 503 clickhouse_unavailable instead of waiting out the query
+    // timeout, and no slot is held while the server is still stopped.
+    assert_eq!(most, hung, "slots held by the hung misses");
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body_json(answer).await["error"]["code"],
+            "clickhouse_unavailable"
+        );
+    }
+    assert_eq!(after, 0.0, "slots held once the shard is known down");
+}
