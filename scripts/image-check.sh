@@ -242,7 +242,7 @@ bind="${env_value[LOGPROXY__SERVER__BIND]:-}"
 bind_host="${BASH_REMATCH[1]}" bind_port="${BASH_REMATCH[2]}"
 [[ " ${expose[*]} " == *" $bind_port "* ]] \
     || die "the bind port $bind_port is not EXPOSEd (EXPOSE ${expose[*]})"
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+PORT="$(free_port)"
 run_env=(
     "LOGPROXY__CLICKHOUSE__URL=$CLICKHOUSE_URL"
     "LOGPROXY__SERVER__BIND=$bind_host:$PORT"

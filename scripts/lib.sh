@@ -12,6 +12,16 @@
 #   port_in_use PORT [HOST]     something accepts TCP connections on HOST (127.0.0.1):PORT
 #   stop_pid PID                SIGTERM, then SIGKILL after 30 s; returns once PID is gone
 #   render FILE NAME...         FILE with ${NAME} replaced by the value of shell variable NAME
+#   free_port                   a TCP port on 127.0.0.1 that nothing listens on now
+#
+# A service of a script's own (schemathesis.sh, openapi-client.sh), with CLICKHOUSE_URL and
+# DB set by the script:
+#   own_service_prepare         builds the debug binary (BIN), checks that ClickHouse answers,
+#                               makes the temporary folder `work` and picks PORT; on exit the
+#                               service (`pid`) is stopped, DB dropped and `work` removed
+#   own_service_start APPS ROWS HOURS
+#                               with $work/config.toml alone (LOGPROXY__* unset): migrate,
+#                               seed APPS apps, serve in the background (`pid`), wait for /readyz
 
 log() { echo "${0##*/}: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -122,4 +132,43 @@ render() {
     done
     [[ "$text" != *"\${"* ]] || die "render: a \${...} in the template was not filled"
     printf '%s\n' "$text"
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+own_service_prepare() {
+    need_cargo
+    cargo build --locked --quiet --bin logproxy
+    BIN="${CARGO_TARGET_DIR:-target}/debug/logproxy"
+    curl -fsS --max-time 5 -o /dev/null "$CLICKHOUSE_URL/ping" \
+        || die "no ClickHouse answers at $CLICKHOUSE_URL (scripts/clickhouse.sh start 18123)"
+    work="$(mktemp -d)"
+    pid=""
+    trap own_service_cleanup EXIT
+    trap 'exit 130' INT TERM
+    PORT="$(free_port)"
+}
+
+own_service_cleanup() {
+    local status=$?
+    [[ -z "$pid" ]] || stop_pid "$pid"
+    sql "$CLICKHOUSE_URL" "DROP DATABASE IF EXISTS $DB" >/dev/null || log "could not drop database $DB"
+    if (( status != 0 )) && [[ -s "$work/server.log" ]]; then
+        log "the service's log (last lines):"
+        tail -n 20 "$work/server.log" >&2
+    fi
+    rm -rf "$work"
+    exit "$status"
+}
+
+own_service_start() {
+    # Only the config file configures the instance.
+    while IFS='=' read -r name _; do unset "$name"; done < <(env | grep '^LOGPROXY__' || true)
+    "$BIN" migrate --config "$work/config.toml" >/dev/null
+    "$BIN" seed --config "$work/config.toml" --apps "$1" --rows-per-app "$2" --hours "$3" >/dev/null
+    "$BIN" serve --config "$work/config.toml" >"$work/server.log" 2>&1 &
+    pid=$!
+    wait_http "http://127.0.0.1:$PORT/readyz" 30 "$pid" || die "the service did not get ready"
 }

@@ -33,7 +33,6 @@ GENERATOR_VERSION=0.29.1
 # generates imports too.
 PACKAGES=("openapi-python-client==$GENERATOR_VERSION" "python-dateutil==2.9.0.post0")
 CLICKHOUSE_URL="${LOGPROXY_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 VENV="$(realpath -m "${ST_VENV:-target/schemathesis-venv}")"
 KEY="lp_openapi_client_key"
 DB="lp_openapi_client_$$"
@@ -42,30 +41,7 @@ ensure_packages curl
 command -v python3 >/dev/null 2>&1 || ensure_packages python3
 pip_pinned "$VENV" "${PACKAGES[@]}"
 
-need_cargo
-cargo build --locked --quiet --bin logproxy
-BIN="$TARGET_DIR/debug/logproxy"
-
-curl -fsS --max-time 5 -o /dev/null "$CLICKHOUSE_URL/ping" \
-    || die "no ClickHouse answers at $CLICKHOUSE_URL (scripts/clickhouse.sh start 18123)"
-
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-    local status=$?
-    [[ -z "$pid" ]] || stop_pid "$pid"
-    sql "$CLICKHOUSE_URL" "DROP DATABASE IF EXISTS $DB" >/dev/null || log "could not drop database $DB"
-    if (( status != 0 )) && [[ -s "$work/server.log" ]]; then
-        log "the service's log (last lines):"
-        tail -n 20 "$work/server.log" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+own_service_prepare
 # The config, with `levels` as the line after [logs] (the reload below drops `critical`).
 write_config() {
 cat >"$work/config.toml" <<EOF
@@ -100,14 +76,7 @@ EOF
 }
 KEY_SHA256="$("$BIN" hash-key "$KEY")"
 write_config 'levels = ["log", "debug", "info", "warn", "error", "critical"]'
-# Only this file configures the instance.
-while IFS='=' read -r name _; do unset "$name"; done < <(env | grep '^LOGPROXY__' || true)
-
-"$BIN" migrate --config "$work/config.toml" >/dev/null
-"$BIN" seed --config "$work/config.toml" --apps 1 --rows-per-app 50 --hours 2 >/dev/null
-"$BIN" serve --config "$work/config.toml" >"$work/server.log" 2>&1 &
-pid=$!
-wait_http "http://127.0.0.1:$PORT/readyz" 30 "$pid" || die "the service did not get ready"
+own_service_start 1 50 2
 
 log "openapi-python-client $GENERATOR_VERSION from http://127.0.0.1:$PORT/openapi.json"
 # The generator runs ruff (from the venv) on what it wrote.

@@ -26,7 +26,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SCHEMATHESIS_VERSION=4.32.5
 CLICKHOUSE_URL="${LOGPROXY_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
-TARGET_DIR="${CARGO_TARGET_DIR:-target}"
 VENV="${ST_VENV:-target/schemathesis-venv}"
 SEED="${ST_SEED:-1}"
 MAX_EXAMPLES="${ST_MAX_EXAMPLES:-1000}"
@@ -40,31 +39,7 @@ command -v python3 >/dev/null 2>&1 || ensure_packages python3
 pip_pinned "$VENV" "schemathesis==$SCHEMATHESIS_VERSION"
 
 # ------------------------------------------------------------ the service ---
-need_cargo
-cargo build --locked --quiet --bin logproxy
-BIN="$TARGET_DIR/debug/logproxy"
-
-curl -fsS --max-time 5 -o /dev/null "$CLICKHOUSE_URL/ping" \
-    || die "no ClickHouse answers at $CLICKHOUSE_URL (scripts/clickhouse.sh start 18123)"
-
-work="$(mktemp -d)"
-pid=""
-cleanup() {
-    local status=$?
-    [[ -z "$pid" ]] || stop_pid "$pid"
-    curl -fsS --max-time 30 -o /dev/null "$CLICKHOUSE_URL/" \
-        --data-binary "DROP DATABASE IF EXISTS $DB" || log "could not drop database $DB"
-    if (( status != 0 )) && [[ -s "$work/server.log" ]]; then
-        log "the service's log (last lines):"
-        tail -n 20 "$work/server.log" >&2
-    fi
-    rm -rf "$work"
-    exit "$status"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+own_service_prepare
 KEY_SHA256="$("$BIN" hash-key "$KEY")"
 cat >"$work/config.toml" <<EOF
 [server]
@@ -94,14 +69,7 @@ api_key_sha256 = ["$KEY_SHA256"]
 apps = ["*"]
 scopes = ["logs:read"]
 EOF
-# Only this file configures the instance.
-while IFS='=' read -r name _; do unset "$name"; done < <(env | grep '^LOGPROXY__' || true)
-
-"$BIN" migrate --config "$work/config.toml" >/dev/null
-"$BIN" seed --config "$work/config.toml" --apps 3 --rows-per-app 200 --hours 24 >/dev/null
-"$BIN" serve --config "$work/config.toml" >"$work/server.log" 2>&1 &
-pid=$!
-wait_http "http://127.0.0.1:$PORT/readyz" 30 "$pid" || die "the service did not get ready"
+own_service_start 3 200 24
 
 # -------------------------------------------------------------- the fuzzing ---
 # No crash cache (it would replay an earlier run's failures) and Hypothesis's files in the
