@@ -12,15 +12,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     core.metrics
         .query_slots_in_use
         .set(core.query_slots_in_use() as i64);
-    for tenant in core.tenant_names() {
-        let (bytes, evictions) = core.cache.tenant_usage(&tenant);
-        let m = &core.metrics;
-        m.tenant_cache_bytes
-            .with_label_values(&[&tenant])
-            .set(bytes as i64);
-        let counted = m.tenant_cache_evictions.with_label_values(&[&tenant]);
-        counted.inc_by(evictions.saturating_sub(counted.get()));
-    }
+    core.update_tenant_metrics();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(core.metrics.render())

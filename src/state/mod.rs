@@ -127,12 +127,20 @@ impl Core {
         *current = names;
     }
 
-    /// The configured tenants' names now.
-    pub fn tenant_names(&self) -> Vec<Arc<str>> {
-        self.tenants
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+    /// Sets each configured tenant's cache bytes and evictions from the cache (at a
+    /// scrape). Under the tenants' lock, so that a reload removing a tenant cannot have
+    /// its series made again by a scrape that began before it.
+    pub fn update_tenant_metrics(&self) {
+        let current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+        for tenant in current.iter() {
+            let (bytes, evictions) = self.cache.tenant_usage(tenant);
+            let m = &self.metrics;
+            m.tenant_cache_bytes
+                .with_label_values(&[tenant])
+                .set(bytes as i64);
+            let counted = m.tenant_cache_evictions.with_label_values(&[tenant]);
+            counted.inc_by(evictions.saturating_sub(counted.get()));
+        }
     }
 
     /// Query slots of the process held now.
