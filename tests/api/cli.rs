@@ -339,6 +339,43 @@ fn a_numeric_environment_override_is_parsed_and_validated() {
     assert_failure_naming(&out, "clickhouse.query_timeout_ms must be greater than 0");
 }
 
+#[test]
+fn shards_together_with_url_are_a_start_up_error_and_shards_from_the_environment_replace_the_files_url(
+) {
+    // Arrange: one file sets both; another sets url alone.
+    let dir = TempDir::new();
+    let cluster = "[clickhouse]\nurl = \"http://127.0.0.1:1\"\ncluster = \"logs\"\n";
+    let both = dir.write(
+        "both.toml",
+        &format!("{cluster}[[clickhouse.shards]]\nurls = [\"http://127.0.0.1:2\"]\n"),
+    );
+    let url_only = dir.write("url.toml", cluster);
+    let migrate = |config: &PathBuf, envs: &[(&str, &str)]| {
+        run(
+            dir.path(),
+            &["migrate", "--config", config.to_str().unwrap()],
+            envs,
+        )
+    };
+    let shards = (
+        "LOGPROXY__CLICKHOUSE__SHARDS",
+        "http://127.0.0.1:2;http://127.0.0.1:3",
+    );
+    let url = ("LOGPROXY__CLICKHOUSE__URL", "http://127.0.0.1:4");
+
+    // Act and assert: both in the file, or both in the environment, are refused before
+    // any server is asked.
+    let together = "clickhouse.shards is set together with clickhouse.url";
+    assert_failure_naming(&migrate(&both, &[]), together);
+    assert_failure_naming(&migrate(&url_only, &[shards, url]), together);
+    // Shards from the environment replace the file's url (as any of url, urls and shards
+    // set there does): migrate goes to the first shard, which nothing serves here.
+    assert_failure_naming(
+        &migrate(&url_only, &[shards]),
+        "migrating http://127.0.0.1:2",
+    );
+}
+
 #[actix_web::test]
 async fn an_environment_override_of_the_database_makes_migrate_create_that_database() {
     // Arrange
