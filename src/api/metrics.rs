@@ -12,8 +12,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     core.metrics
         .query_slots_in_use
         .set(core.query_slots_in_use() as i64);
-    core.update_tenant_metrics();
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(core.metrics.render())
+        .body(core.render_metrics())
 }

@@ -127,10 +127,11 @@ impl Core {
         *current = names;
     }
 
-    /// Sets each configured tenant's cache bytes and evictions from the cache (at a
-    /// scrape). Under the tenants' lock, so that a reload removing a tenant cannot have
-    /// its series made again by a scrape that began before it.
-    pub fn update_tenant_metrics(&self) {
+    /// The scrape's text: each configured tenant's cache bytes and evictions set from the
+    /// cache, then every metric gathered, all under the tenants' lock. A reload removing a
+    /// tenant cannot have its series made again by a scrape that began before it, and no
+    /// scrape sees half a reload (one family gathered before it, the next after).
+    pub fn render_metrics(&self) -> String {
         let current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for tenant in current.iter() {
             let (bytes, evictions) = self.cache.tenant_usage(tenant);
@@ -141,6 +142,7 @@ impl Core {
             let counted = m.tenant_cache_evictions.with_label_values(&[tenant]);
             counted.inc_by(evictions.saturating_sub(counted.get()));
         }
+        self.metrics.render()
     }
 
     /// Query slots of the process held now.
@@ -189,6 +191,47 @@ pub type SharedCore = Arc<Core>;
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::config::TenantSettings;
+
+    fn with_tenant(name: &str) -> Settings {
+        let mut settings = Settings::default();
+        settings.auth.tenants = vec![TenantSettings {
+            name: name.into(),
+            api_key_sha256: vec![crate::auth::hash_key(name)],
+            apps: vec!["*".into()],
+            scopes: vec!["logs:read".into()],
+        }];
+        settings
+    }
+
+    #[test]
+    fn a_scrape_sees_the_tenants_before_a_reload_or_after_it_never_half_of_it() {
+        let core = Arc::new(Core::new(with_tenant("a"), Metrics::new()).unwrap());
+        let (a, b) = (with_tenant("a"), with_tenant("b"));
+        let reloads = {
+            let core = core.clone();
+            std::thread::spawn(move || {
+                for i in 0..2_000 {
+                    core.set_tenants(if i % 2 == 0 { &b } else { &a });
+                }
+            })
+        };
+        loop {
+            let finished = reloads.is_finished();
+            let text = core.render_metrics();
+            let (has_a, has_b) = (
+                text.contains(r#"tenant="a""#),
+                text.contains(r#"tenant="b""#),
+            );
+            assert!(has_a != has_b, "a scrape saw half a reload");
+            if finished {
+                break;
+            }
+        }
+        reloads.join().unwrap();
+    }
+
     #[test]
     fn push_hex_writes_what_format_writes() {
         for (value, digits) in [
