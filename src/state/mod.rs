@@ -127,11 +127,19 @@ impl Core {
         *current = names;
     }
 
-    /// The scrape's text: each configured tenant's cache bytes and evictions set from the
-    /// cache, then every metric gathered, all under the tenants' lock. A reload removing a
-    /// tenant cannot have its series made again by a scrape that began before it, and no
-    /// scrape sees half a reload (one family gathered before it, the next after).
+    /// The scrape's text: the gauges read at a scrape (the cache's size, the query slots
+    /// in use, each configured tenant's cache bytes and evictions) set, then every metric
+    /// gathered. The tenants' part and the gathering happen under the tenants' lock: a
+    /// reload removing a tenant cannot have its series made again by a scrape that began
+    /// before it, and no scrape sees half a reload (one family gathered before it, the
+    /// next after).
     pub fn render_metrics(&self) -> String {
+        let (entries, bytes) = self.cache.usage();
+        self.metrics.cache_entries.set(entries as i64);
+        self.metrics.cache_bytes.set(bytes as i64);
+        self.metrics
+            .query_slots_in_use
+            .set(self.query_slots_in_use() as i64);
         let current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for tenant in current.iter() {
             let (bytes, evictions) = self.cache.tenant_usage(tenant);
