@@ -13,7 +13,9 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use logproxy::clickhouse::ChClient;
 use logproxy::config::ClickHouseSettings;
-use logproxy_testkit::{count_queries, cpu_seconds, free_port, rss_bytes, NginxServer};
+use logproxy_testkit::{
+    count_queries, cpu_seconds, free_port, rss_bytes, settle_query_log, NginxServer,
+};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_logproxy");

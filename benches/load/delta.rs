@@ -26,7 +26,7 @@ fn delta_config(name: &str, ch_url: &str, delta: bool) -> std::path::PathBuf {
 
 /// `(read_rows, query_duration_ms)` of each query whose id starts with `prefix`.
 async fn query_log(ch: &ChClient, prefix: &str) -> Vec<(u64, u64)> {
-    count_queries(ch.raw(), prefix).await;
+    settle_query_log(ch.raw()).await;
     ch.raw()
         .query(
             "SELECT read_rows, query_duration_ms FROM system.query_log \

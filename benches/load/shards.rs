@@ -38,7 +38,7 @@ async fn on_server(port: u16, prefix: &str) -> (u64, u64) {
         url: format!("http://127.0.0.1:{port}"),
         ..ClickHouseSettings::default()
     });
-    count_queries(ch.raw(), prefix).await;
+    settle_query_log(ch.raw()).await;
     ch.raw()
         .query(
             "SELECT count(), sumIf(read_rows, is_initial_query = 1) FROM system.query_log \

@@ -204,7 +204,7 @@ async fn rows_later_than_the_overlap_appear_with_the_next_full_refresh() {
 /// `read_rows` and `query_duration_ms` of the queries whose id starts with `prefix`, from
 /// ClickHouse's own query log.
 async fn read_rows(app: &TestApp, prefix: &str) -> (u64, u64) {
-    logproxy_testkit::count_queries(app.ch.raw(), prefix).await;
+    logproxy_testkit::settle_query_log(app.ch.raw()).await;
     app.ch
         .raw()
         .query(

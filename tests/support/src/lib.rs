@@ -24,36 +24,74 @@ pub fn metric_value(metrics: &str, series: &str) -> f64 {
     metric(metrics, series).unwrap_or_else(|| panic!("{series} missing from /metrics"))
 }
 
-/// Distinct query ids in `system.query_log` that start with `prefix`, once the log has
-/// settled. `ch` is a client set up as the service sets up its own (`ChClient::raw`): row
-/// validation off, which ClickHouse 18.16 needs.
-///
-/// A count read right after `SYSTEM FLUSH LOGS` can miss queries that just ran: a clean CI
-/// run read 0 for a query whose rows had just answered 48 requests (on 18.16 the flush
-/// seems not to wait for the thread that writes the log). So the count is read again every
-/// 250 ms, after a new flush each time, until two reads agree.
-pub async fn count_queries(ch: &clickhouse::Client, prefix: &str) -> u64 {
-    let read = || async {
+/// Waits until everything that ran on `ch`'s server before this call is in its
+/// `system.query_log`: a marker query of the caller's own runs, then the log is flushed
+/// until the marker's row is there. The log keeps its rows in the order they were queued, so
+/// once the marker is in, so is every query that started or ended before it. (A count read
+/// right after `SYSTEM FLUSH LOGS` alone can miss queries that just ran: on 18.16 the flush
+/// does not wait for the thread that writes the log, and a clean CI run read 0 for a query
+/// whose rows had just answered 48 requests.) `ch` is a client set up as the service sets up
+/// its own (`ChClient::raw`): row validation off, which ClickHouse 18.16 needs.
+pub async fn settle_query_log(ch: &clickhouse::Client) {
+    static MARKERS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = MARKERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let marker = format!(
+        "lp-marker-{}-{n}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos()
+    );
+    ch.query("SELECT 1")
+        .with_setting("query_id", marker.as_str())
+        .fetch_one::<u8>()
+        .await
+        .expect("the marker query");
+    for _ in 0..200 {
         ch.query("SYSTEM FLUSH LOGS")
             .execute()
             .await
             .expect("flush logs");
-        ch.query("SELECT uniqExact(query_id) FROM system.query_log WHERE startsWith(query_id, ?)")
-            .bind(prefix)
+        let seen = ch
+            .query("SELECT count() FROM system.query_log WHERE query_id = ? AND type = 2")
+            .bind(marker.as_str())
             .fetch_one::<u64>()
             .await
-            .expect("count queries")
-    };
-    let mut last = read().await;
-    for _ in 0..20 {
-        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
-        let now = read().await;
-        if now == last {
-            return now;
+            .expect("look for the marker");
+        if seen > 0 {
+            return;
         }
-        last = now;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    last
+    panic!("the marker query {marker} never reached system.query_log");
+}
+
+/// Distinct queries on `ch`'s server that a query id starting with `prefix` started: by
+/// `initial_query_id`, so that a sub-query a Distributed table sent there under a new id of
+/// its own counts for the query that sent it. Read once the log has settled
+/// (`settle_query_log`), so it cannot be a stale zero.
+pub async fn count_queries(ch: &clickhouse::Client, prefix: &str) -> u64 {
+    settle_query_log(ch).await;
+    ch.query("SELECT uniqExact(initial_query_id) FROM system.query_log WHERE startsWith(initial_query_id, ?)")
+        .bind(prefix)
+        .fetch_one::<u64>()
+        .await
+        .expect("count queries")
+}
+
+/// How the queries of `prefix` (by `initial_query_id`) ended on `ch`'s server, once the log
+/// has settled: `(finished, failed)`, failed counting exceptions, kills included.
+pub async fn query_outcomes(ch: &clickhouse::Client, prefix: &str) -> (u64, u64) {
+    settle_query_log(ch).await;
+    ch.query(
+        "SELECT countIf(type = 2), countIf(type IN (3, 4)) FROM system.query_log \
+         WHERE startsWith(initial_query_id, ?)",
+    )
+    .bind(prefix)
+    .fetch_one::<(u64, u64)>()
+    .await
+    .expect("read query outcomes")
 }
 
 /// Waits until something listens on `127.0.0.1:port` (a child process just started),
