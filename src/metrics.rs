@@ -61,6 +61,7 @@ pub struct Metrics {
     pub rate_limited: IntCounter,
     pub app_actors: IntGauge,
     pub replica_up: IntGaugeVec,
+    pub replica_suspect: IntGaugeVec,
     pub clickhouse_attempts: IntCounterVec,
     pub query_slots_in_use: IntGauge,
     pub query_queue_wait: Histogram,
@@ -183,7 +184,18 @@ impl Metrics {
             replica_up: {
                 let opts = Opts::new(
                     "logproxy_clickhouse_replica_up",
-                    "1 while the replica's last probe succeeded, by shard (index in clickhouse.shards, 0 without) and replica (index in its urls).",
+                    "1 while the replica is healthy or suspect (0 while down or not probed yet), by shard (index in clickhouse.shards, 0 without) and replica (index in its urls).",
+                );
+                let g = IntGaugeVec::new(opts, &["shard", "replica"]).expect("valid metric");
+                registry
+                    .register(Box::new(g.clone()))
+                    .expect("unique metric");
+                g
+            },
+            replica_suspect: {
+                let opts = Opts::new(
+                    "logproxy_clickhouse_replica_suspect",
+                    "1 while the replica is suspect: its last probes timed out, fewer than probe_failures_to_down in a row (it still counts as up), by shard and replica.",
                 );
                 let g = IntGaugeVec::new(opts, &["shard", "replica"]).expect("valid metric");
                 registry
@@ -363,6 +375,7 @@ impl Metrics {
         let (shard, replica) = (shard.to_string(), index.to_string());
         ReplicaMetrics {
             up: self.replica_up.with_label_values(&[&shard, &replica]),
+            suspect: self.replica_suspect.with_label_values(&[&shard, &replica]),
             // `as_str` beside a `&str`: a `&String` there type-checks on newer compilers
             // only, and the Dockerfile builds with rust-version 1.89.
             attempts: AttemptKind::LABELS.map(|kind| {

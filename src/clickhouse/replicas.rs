@@ -1,10 +1,11 @@
 //! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer; a
-//! query goes to a healthy one with the fewest queries in flight, is retried or hedged on
-//! another at most once, and fails at once when none is healthy (CONTRACT.md §6).
+//! query goes to a healthy one with the fewest queries in flight (a suspect one only when
+//! none is healthy), is retried or hedged on another at most once, and fails at once when
+//! every one is down (CONTRACT.md §6).
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -44,12 +45,36 @@ pub enum Health {
     /// Not probed yet: queries may go there, readiness waits for the first probe.
     Unknown,
     Up,
+    /// Its last probes timed out, fewer than `probe_failures_to_down` in a row: slow, not
+    /// dead. It keeps its queries and gets new ones only when no replica is `Up`.
+    Suspect,
     Down,
+}
+
+impl Health {
+    fn code(self) -> u8 {
+        self as u8
+    }
+
+    fn from_code(code: u8) -> Self {
+        match code {
+            0 => Health::Unknown,
+            1 => Health::Up,
+            2 => Health::Suspect,
+            _ => Health::Down,
+        }
+    }
+
+    /// Whether queries may go there: anything but down.
+    pub fn usable(self) -> bool {
+        self != Health::Down
+    }
 }
 
 /// The metric handles of one replica.
 pub struct ReplicaMetrics {
     pub up: IntGauge,
+    pub suspect: IntGauge,
     /// By `AttemptKind`.
     pub attempts: [IntCounter; 3],
 }
@@ -57,10 +82,12 @@ pub struct ReplicaMetrics {
 pub(super) struct Replica {
     pub(super) client: ChClient,
     health: AtomicU8,
+    /// Probes that failed in a row.
+    pub(super) failed_probes: AtomicU32,
     in_flight: AtomicUsize,
     metrics: ReplicaMetrics,
-    /// Woken when a probe finds the replica down: the queries in flight there give up
-    /// (and their slots) instead of waiting out `query_timeout_ms`.
+    /// Woken when the replica is marked down: the queries in flight there give up (and
+    /// their slots) instead of waiting out `query_timeout_ms`. Never when it is suspect.
     pub(super) went_down: Notify,
     /// Why the last probe found it unusable, when it is something an operator can act on
     /// (tables missing, a cluster layout that disagrees), for `/readyz`.
@@ -69,29 +96,27 @@ pub(super) struct Replica {
 
 impl Replica {
     pub(super) fn health(&self) -> Health {
-        match self.health.load(Ordering::Acquire) {
-            0 => Health::Unknown,
-            1 => Health::Up,
-            _ => Health::Down,
-        }
+        Health::from_code(self.health.load(Ordering::Acquire))
     }
 
+    /// Sets the state and its gauges; returns the one before. Down wakes the queries in
+    /// flight there, so that they give up.
     pub(super) fn set(&self, health: Health) -> Health {
-        self.metrics.up.set(i64::from(health == Health::Up));
-        let code = match health {
-            Health::Unknown => 0,
-            Health::Up => 1,
-            Health::Down => 2,
-        };
-        match self.health.swap(code, Ordering::AcqRel) {
-            0 => Health::Unknown,
-            1 => Health::Up,
-            _ => Health::Down,
+        self.metrics
+            .up
+            .set(i64::from(matches!(health, Health::Up | Health::Suspect)));
+        self.metrics
+            .suspect
+            .set(i64::from(health == Health::Suspect));
+        let was = Health::from_code(self.health.swap(health.code(), Ordering::AcqRel));
+        if health == Health::Down {
+            self.went_down.notify_waiters();
         }
+        was
     }
 
     fn usable(&self) -> bool {
-        self.health() != Health::Down
+        self.health().usable()
     }
 }
 
@@ -124,6 +149,8 @@ pub struct Replicas {
     hedge_after: Option<Duration>,
     query_timeout: Duration,
     pub(super) probe_interval: Duration,
+    /// Failed probes in a row that make a slow replica down.
+    pub(super) failures_to_down: u32,
     /// On a cluster: the shards' weights as configured, which every replica's
     /// `system.clusters` must show (CONTRACT.md §13).
     pub(super) expected: Option<Vec<u32>>,
@@ -147,7 +174,8 @@ impl Replicas {
             .zip(metrics)
             .map(|(url, metrics)| Replica {
                 client: ChClient::with_url(settings, url),
-                health: AtomicU8::new(0),
+                health: AtomicU8::new(Health::Unknown.code()),
+                failed_probes: AtomicU32::new(0),
                 in_flight: AtomicUsize::new(0),
                 metrics,
                 went_down: Notify::new(),
@@ -163,6 +191,7 @@ impl Replicas {
                 .then(|| Duration::from_millis(settings.hedge_after_ms)),
             query_timeout: Duration::from_millis(settings.query_timeout_ms),
             probe_interval: Duration::from_millis(settings.health_check_interval_ms),
+            failures_to_down: settings.probe_failures_to_down.max(1),
             probed: watch::channel(false).0,
         }
     }
@@ -196,12 +225,14 @@ impl Replicas {
             .collect()
     }
 
-    /// Whether a replica's probe succeeded last; waits (up to one probe timeout) for the
-    /// first round of probes after start-up, never queries.
+    /// Whether a replica is healthy or suspect by its probes; waits (up to one probe
+    /// timeout) for the first round of probes after start-up, never queries.
     pub async fn ready(&self) -> bool {
         let mut probed = self.probed.subscribe();
         let _ = tokio::time::timeout(PROBE_TIMEOUT * 2, probed.wait_for(|done| *done)).await;
-        self.replicas.iter().any(|r| r.health() == Health::Up)
+        self.replicas
+            .iter()
+            .any(|r| matches!(r.health(), Health::Up | Health::Suspect))
     }
 
     /// Whether a query could go anywhere now: some replica is not known to be down.
@@ -209,15 +240,24 @@ impl Replicas {
         self.replicas.iter().any(Replica::usable)
     }
 
-    /// A usable replica other than `except`, fewest queries in flight first; ties go to the
-    /// first one after a rotating start.
+    /// A replica other than `except` for a new query: a healthy one (or one not probed
+    /// yet), else a suspect one; fewest queries in flight first, ties to the first one
+    /// after a rotating start.
     fn pick(&self, except: Option<usize>) -> Option<usize> {
         let n = self.replicas.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|i| (start + i) % n)
-            .filter(|&i| Some(i) != except && self.replicas[i].usable())
-            .min_by_key(|&i| self.replicas[i].in_flight.load(Ordering::Relaxed))
+        let candidates = || {
+            (0..n)
+                .map(move |i| (start + i) % n)
+                .filter(move |&i| Some(i) != except)
+        };
+        let fewest = |state: fn(Health) -> bool| {
+            candidates()
+                .filter(|&i| state(self.replicas[i].health()))
+                .min_by_key(|&i| self.replicas[i].in_flight.load(Ordering::Relaxed))
+        };
+        fewest(|h| matches!(h, Health::Up | Health::Unknown))
+            .or_else(|| fewest(|h| h == Health::Suspect))
     }
 
     /// Runs `run` on a replica, with at most one extra attempt (a retry after a failure
@@ -253,9 +293,11 @@ impl Replicas {
                 let result = tokio::select! {
                     result = work => result,
                     () = went_down => {
-                        // A hung server: the query is dropped here and killed there.
+                        // A hung server (probes failed `probe_failures_to_down` times, or
+                        // its network failed): the query is dropped here and killed there.
+                        // A suspect replica's queries run on.
                         self.cancel(&[(replica, id.clone())]);
-                        Err(QueryError::Unavailable("its probe found the replica down".into()))
+                        Err(QueryError::Unavailable("the replica was marked down".into()))
                     }
                 };
                 drop((guard, slot));
@@ -318,9 +360,8 @@ impl Replicas {
                     }
                 }
                 () = &mut expired => {
-                    for (replica, _) in &running {
-                        self.mark_down(*replica, &QueryError::Timeout(self.query_timeout));
-                    }
+                    // A query that ran long says nothing of its replica's health: only
+                    // probes and network failures do.
                     self.cancel(&running);
                     return Err(last_error
                         .filter(|e| !matches!(e, QueryError::Unavailable(_)))
@@ -330,6 +371,7 @@ impl Replicas {
         }
     }
 
+    /// A network-level failure: down at once, whatever the probes said.
     fn mark_down(&self, replica: usize, cause: &QueryError) {
         if self.replicas[replica].set(Health::Down) != Health::Down {
             let shard = self.shard;
@@ -408,5 +450,29 @@ mod tests {
         assert_eq!(r.pick(None), Some(0));
         assert_eq!(r.replicas[0].metrics.up.get(), 1);
         assert_eq!(r.replicas[1].metrics.up.get(), 0);
+    }
+
+    #[test]
+    fn a_suspect_replica_gets_new_queries_only_when_none_is_healthy() {
+        let r = replicas(2);
+        r.replicas[0].set(Health::Suspect);
+        r.replicas[1].set(Health::Up);
+        r.replicas[1].in_flight.store(5, Ordering::Relaxed);
+        assert!(
+            (0..4).all(|_| r.pick(None) == Some(1)),
+            "healthy, however busy"
+        );
+        assert_eq!(r.pick(Some(1)), Some(0), "a suspect one rather than none");
+        r.replicas[1].set(Health::Down);
+        assert_eq!(r.pick(None), Some(0));
+        assert!(r.available());
+        assert_eq!(
+            r.replicas[0].metrics.up.get(),
+            1,
+            "suspect still counts as up"
+        );
+        assert_eq!(r.replicas[0].metrics.suspect.get(), 1);
+        r.replicas[0].set(Health::Up);
+        assert_eq!(r.replicas[0].metrics.suspect.get(), 0);
     }
 }

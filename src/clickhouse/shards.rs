@@ -26,7 +26,7 @@ pub struct Shards {
 pub struct ShardStatus {
     pub shard: usize,
     pub weight: u32,
-    /// `up` while one of its replicas is.
+    /// `up` while one of its replicas is, else `suspect` while one of them is.
     pub state: Health,
     pub replicas: Vec<ReplicaStatus>,
 }
@@ -109,11 +109,16 @@ impl Shards {
             .enumerate()
             .map(|(shard, (replicas, weight))| {
                 let replicas = replicas.status();
-                let up = replicas.iter().any(|r| r.state == Health::Up);
+                let any = |state| replicas.iter().any(|r| r.state == state);
+                let state = match (any(Health::Up), any(Health::Suspect)) {
+                    (true, _) => Health::Up,
+                    (false, true) => Health::Suspect,
+                    (false, false) => Health::Down,
+                };
                 ShardStatus {
                     shard,
                     weight: *weight,
-                    state: if up { Health::Up } else { Health::Down },
+                    state,
                     replicas,
                 }
             })

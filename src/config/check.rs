@@ -64,6 +64,10 @@ impl Settings {
                 ch.health_check_interval_ms as usize,
             ),
             (
+                "clickhouse.probe_failures_to_down",
+                ch.probe_failures_to_down as usize,
+            ),
+            (
                 "clickhouse.max_concurrent_queries",
                 ch.max_concurrent_queries,
             ),

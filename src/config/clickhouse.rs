@@ -17,6 +17,8 @@ pub struct ClickHouseSettings {
     pub health_check_interval_ms: u64,
     /// A query with no answer by then is also sent to another healthy replica; 0: off.
     pub hedge_after_ms: u64,
+    /// Probe timeouts in a row that make a slow (suspect) replica down.
+    pub probe_failures_to_down: u32,
     pub database: String,
     pub user: String,
     pub password: String,
@@ -104,6 +106,7 @@ impl Default for ClickHouseSettings {
             urls: Vec::new(),
             health_check_interval_ms: 1000,
             hedge_after_ms: 250,
+            probe_failures_to_down: 3,
             database: "default".into(),
             user: "default".into(),
             password: String::new(),

@@ -21,4 +21,5 @@ mod recovery;
 mod replicas;
 mod shards;
 mod shared;
+mod stalls;
 mod tenants;

@@ -602,9 +602,9 @@ async fn on_a_cluster_a_smaller_limit_is_cut_from_a_cached_page_and_a_fleet_shar
 }
 
 #[actix_web::test]
-async fn a_hung_shards_misses_give_back_their_query_slots_once_a_probe_finds_it_down() {
+async fn a_hung_shards_misses_give_back_their_query_slots_once_its_probes_find_it_down() {
     // Arrange: 12 apps over the cluster, and a second service that would wait 20 s for a
-    // query.
+    // query; probes every second, down after 3 timeouts in a row.
     let Arranged {
         servers,
         settings,
@@ -613,33 +613,60 @@ async fn a_hung_shards_misses_give_back_their_query_slots_once_a_probe_finds_it_
     } = arranged(12, "hung", |_| {}).await;
     let mut patient = settings.clone();
     patient.clickhouse.query_timeout_ms = 20_000;
+    let probes = &patient.clickhouse;
+    let down_within = Duration::from_millis(
+        u64::from(probes.probe_failures_to_down) * (probes.health_check_interval_ms + 1000),
+    );
     let app = start_app(patient).await;
     let in_use = |metrics: &str| metric_value(metrics, "logproxy_query_slots_in_use");
     let hung = landed[1].len() as f64;
 
     // Act: shard 1's server stops (SIGSTOP: the kernel still accepts its connections, and
-    // nothing answers); a miss of each of its apps at once, while the slots are watched.
+    // nothing answers); a miss of each of its apps at once, while the slots and shard 1's
+    // state are watched.
     servers[1].signal("STOP");
-    let misses = landed[1]
-        .iter()
-        .map(|a| app.get_with_id(a, "hours=2", &format!("hung-{a}")));
+    let stopped = Instant::now();
+    let app = &app;
+    let misses = landed[1].iter().map(|a| async move {
+        let answer = app.get_with_id(a, "hours=2", &format!("hung-{a}")).await;
+        (answer, stopped.elapsed())
+    });
     let watched = async {
-        let started = Instant::now();
         let mut most = 0.0_f64;
-        while most < hung && started.elapsed() < Duration::from_secs(5) {
+        let mut states: Vec<String> = Vec::new();
+        while stopped.elapsed() < down_within + Duration::from_secs(2) {
             most = most.max(in_use(&app.metrics().await));
+            let readyz = body_json(app.get_path("/readyz").await).await;
+            let state = readyz["shards"][1]["replicas"][0]["state"].to_string();
+            if states.last() != Some(&state) {
+                states.push(state.clone());
+            }
+            if state == "\"down\"" {
+                break;
+            }
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
-        most
+        (most, states)
     };
-    let (answers, most) = futures_util::join!(futures_util::future::join_all(misses), watched);
+    let (answers, (most, states)) =
+        futures_util::join!(futures_util::future::join_all(misses), watched);
     let after = in_use(&app.metrics().await);
 
-    // Assert: the misses held a slot each while the server hung; once a probe found it
-    // down they gave up with 503 clickhouse_unavailable instead of waiting out the query
-    // timeout, and no slot is held while the server is still stopped.
+    // Assert: the misses held a slot each while the server hung; it was suspect before it
+    // was down (one slow probe is not death); once the probes found it down, within
+    // `probe_failures_to_down x (interval + 1 s)`, the misses gave up with 503
+    // clickhouse_unavailable instead of waiting out their 20 s timeout, and no slot is held
+    // while the server is still stopped.
     assert_eq!(most, hung, "slots held by the hung misses");
-    for answer in answers {
+    assert!(
+        states.ends_with(&["\"suspect\"".to_owned(), "\"down\"".to_owned()]),
+        "shard 1's states: {states:?}"
+    );
+    for (answer, took) in answers {
+        assert!(
+            took <= down_within + Duration::from_secs(1),
+            "a miss took {took:?}"
+        );
         assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             body_json(answer).await["error"]["code"],
