@@ -15,8 +15,9 @@
 #   5. cargo test --locked "$@" with
 #        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
-#      then, without arguments, the tests marked #[ignore] because they flood the machine
-#      (pipelining connections), one at a time with nothing beside them
+#      without arguments: every test but the serial group, then the serial group (names
+#      starting with `serial_`: timing against probes and stalls) one at a time, then the
+#      tests marked #[ignore] because they flood the machine (pipelining connections)
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
 #   8. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
@@ -59,10 +60,16 @@ done
 
 export LOGPROXY_TEST_CLICKHOUSE_URL="http://127.0.0.1:${ports[0]}"
 export LOGPROXY_TEST_CLICKHOUSE_URLS="http://127.0.0.1:${ports[0]},http://127.0.0.1:${ports[1]}"
-cargo test --locked "$@"
-# Beside the other tests, a flood kept ClickHouse from answering a probe within its second
-# (§6 marks the replica down: a byte-identity test got 503 from its control proxy).
-if (( $# == 0 )); then
+if (( $# > 0 )); then
+    cargo test --locked "$@"
+else
+    # The serial group: tests whose names start with `serial_` measure time against
+    # ClickHouse's probes and stalls (or bound a latency), which a neighbouring test's CPU
+    # burst on 2 cores would blur; they run after the others, one at a time.
+    cargo test --locked -- --skip serial_
+    cargo test --locked --test api serial_ -- --test-threads 1
+    # Beside the other tests, a flood kept ClickHouse from answering a probe within its
+    # second (a byte-identity test got 503 from its control proxy).
     cargo test --locked --test api -- --ignored --test-threads 1
 fi
 scripts/schemathesis.sh
