@@ -52,13 +52,14 @@ pub enum Command {
 
 impl Cli {
     pub async fn run(self) -> anyhow::Result<()> {
+        let mut _log = None;
         if !matches!(self.command, Command::Serve { .. }) {
-            crate::telemetry::init(&Default::default());
+            _log = Some(crate::telemetry::init(&Default::default()));
         }
         match self.command {
             Command::Serve { config } => {
                 let settings = Settings::load(&config)?;
-                crate::telemetry::init(&settings.logging);
+                _log = Some(crate::telemetry::init(&settings.logging));
                 let bind = settings.server.bind.clone();
                 let app = Application::build(settings)
                     .with_context(|| format!("cannot listen on {bind}"))?;

@@ -1,5 +1,6 @@
 //! The `logproxy` binary: parse the command line, start telemetry, run.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -15,7 +16,8 @@ async fn main() -> ExitCode {
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("logproxy: {error:#}");
+            // Not `eprintln!`: it panics when stderr is closed.
+            let _ = writeln!(std::io::stderr(), "logproxy: {error:#}");
             ExitCode::FAILURE
         }
     }

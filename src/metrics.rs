@@ -59,6 +59,8 @@ pub struct Metrics {
     pub query_duration: HistogramVec,
     pub clickhouse_errors: IntCounterVec,
     pub rate_limited: IntCounter,
+    /// Set from `telemetry::dropped_lines` at each scrape.
+    pub log_lines_dropped: IntCounter,
     pub app_actors: IntGauge,
     pub replica_up: IntGaugeVec,
     pub replica_suspect: IntGaugeVec,
@@ -143,6 +145,14 @@ impl Metrics {
         registry
             .register(Box::new(rate_limited.clone()))
             .expect("unique metric");
+        let log_lines_dropped = IntCounter::new(
+            "logproxy_log_lines_dropped_total",
+            "Log lines lost: a write to stderr failed (a closed pipe, a full disk), or the writer was behind (a pipe nobody reads).",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(log_lines_dropped.clone()))
+            .expect("unique metric");
         let cache_requests = counter(
             "logproxy_cache_requests_total",
             "Log requests by cache result: hit, miss, stale, coalesced, shared (a page from the fleet).",
@@ -180,6 +190,7 @@ impl Metrics {
                 &["kind"],
             ),
             rate_limited,
+            log_lines_dropped,
             app_actors: gauge("logproxy_app_actors", "Live per-app actors."),
             replica_up: {
                 let opts = Opts::new(

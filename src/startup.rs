@@ -111,7 +111,25 @@ impl Application {
     pub async fn serve(self, config: PathBuf) -> std::io::Result<()> {
         let signals =
             crate::lifecycle::Signals::new(self.state.clone(), self.server.handle(), config)?;
-        actix_web::rt::spawn(signals.watch());
-        self.server.await
+        let watcher = actix_web::rt::spawn(signals.watch());
+        // Without its signal watcher the process would serve on and ignore SIGTERM: if the
+        // watcher panics, the server stops and the process exits non-zero.
+        let handle = self.server.handle();
+        let panicked = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = panicked.clone();
+        actix_web::rt::spawn(async move {
+            if let Err(error) = watcher.await {
+                if error.is_panic() {
+                    tracing::error!("the signal watcher panicked: stopping");
+                    flag.store(true, std::sync::atomic::Ordering::Release);
+                    handle.stop(false).await;
+                }
+            }
+        });
+        self.server.await?;
+        match panicked.load(std::sync::atomic::Ordering::Acquire) {
+            false => Ok(()),
+            true => Err(std::io::Error::other("the signal watcher panicked")),
+        }
     }
 }

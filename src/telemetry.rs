@@ -1,22 +1,98 @@
-//! Tracing: text or JSON lines on stderr (`[logging]`), and `Throttle` for warnings that
-//! could repeat on every request.
+//! Tracing: text or JSON lines on stderr (`[logging]`), written by a thread of their own so
+//! that a log reader that went away or stopped reading costs lines, never a worker or the
+//! shutdown (`logproxy_log_lines_dropped_total`); panics logged the same way; and `Throttle`
+//! for warnings that could repeat on every request.
 
-use std::io::IsTerminal as _;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::io::{IsTerminal as _, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings};
 
-/// Installs the global subscriber; `RUST_LOG`, when set, wins over `logging.level`.
-pub fn init(settings: &LoggingSettings) {
+/// Lines waiting for the writer thread at most; past that, new lines are dropped (and
+/// counted). About a megabyte of typical lines.
+const LINES_BUFFERED: usize = 8192;
+
+/// Lines a failed write to stderr lost (a closed pipe, a full disk).
+static WRITE_FAILED: AtomicU64 = AtomicU64::new(0);
+/// Lines dropped because the writer thread was behind (a pipe nobody reads).
+static BEHIND: OnceLock<ErrorCounter> = OnceLock::new();
+/// When the write in progress began (ms since the epoch; 0: none in progress).
+static WRITING_SINCE_MS: AtomicU64 = AtomicU64::new(0);
+
+/// Log lines lost so far: not written, or dropped before the writer thread took them.
+pub fn dropped_lines() -> u64 {
+    WRITE_FAILED.load(Ordering::Relaxed) + BEHIND.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// Keeps the writer thread; dropped at exit, it lets the thread write what is queued (up to
+/// about a second) unless the thread is stuck in a write that nobody reads.
+pub struct LogGuard(Option<WorkerGuard>);
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        let Some(guard) = self.0.take() else {
+            return;
+        };
+        let since = WRITING_SINCE_MS.load(Ordering::Acquire);
+        if since != 0 && now_ms().saturating_sub(since) > 100 {
+            // Its drop would wait for the stuck thread and then print to stdout, which may
+            // be the same pipe that nobody reads: the queued lines are lost instead.
+            std::mem::forget(guard);
+        }
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The process's stderr, for the writer thread: a failed write is a lost line, counted,
+/// never an error (the tracing layer would report it with `eprintln!`, which panics on a
+/// closed stderr).
+struct Stderr;
+
+impl Write for Stderr {
+    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+        WRITING_SINCE_MS.store(now_ms().max(1), Ordering::Release);
+        if std::io::stderr().write_all(line).is_err() {
+            WRITE_FAILED.fetch_add(1, Ordering::Relaxed);
+        }
+        WRITING_SINCE_MS.store(0, Ordering::Release);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let _ = std::io::stderr().flush();
+        Ok(())
+    }
+}
+
+/// Installs the global subscriber and the panic hook; `RUST_LOG`, when set, wins over
+/// `logging.level`. Keep the guard until the process ends.
+pub fn init(settings: &LoggingSettings) -> LogGuard {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.level))
         .unwrap_or_else(|_| EnvFilter::new("info"));
+    let (writer, guard) = NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(LINES_BUFFERED)
+        .thread_name("logproxy-log")
+        .finish(Stderr);
+    if BEHIND.set(writer.error_counter()).is_err() {
+        // Installed already (a second call): this writer is not used.
+        return LogGuard(None);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(writer)
+        .log_internal_errors(false);
     let _ = match settings.format {
         LogFormat::Text => builder
             .with_ansi(std::io::stderr().is_terminal())
@@ -28,6 +104,21 @@ pub fn init(settings: &LoggingSettings) {
             .with_span_list(false)
             .try_init(),
     };
+    std::panic::set_hook(Box::new(log_panic));
+    LogGuard(Some(guard))
+}
+
+/// The panic hook: one error line through the writer thread. The standard hook writes to
+/// stderr itself, which blocks on a full pipe and fails on a closed one.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let thread = std::thread::current();
+    let backtrace = std::backtrace::Backtrace::capture();
+    tracing::error!(
+        thread = thread.name().unwrap_or("unnamed"),
+        panic = %info,
+        %backtrace,
+        "a task panicked"
+    );
 }
 
 /// Lets at most `per_second` lines through in each second and counts the rest, so a

@@ -140,6 +140,8 @@ impl Core {
         self.metrics
             .query_slots_in_use
             .set(self.query_slots_in_use() as i64);
+        let dropped = &self.metrics.log_lines_dropped;
+        dropped.inc_by(crate::telemetry::dropped_lines().saturating_sub(dropped.get()));
         let current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for tenant in current.iter() {
             let (bytes, evictions) = self.cache.tenant_usage(tenant);

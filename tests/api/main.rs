@@ -15,6 +15,7 @@ mod endpoints;
 mod fleet;
 mod helpers;
 mod limits;
+mod log_output;
 mod logs_data;
 mod operations;
 mod recovery;

@@ -24,12 +24,24 @@ pub(crate) struct Served {
 impl Served {
     /// Starts the binary on a free port with `config` (a TOML text without `[server]`).
     pub(crate) fn start(config: &str) -> Self {
+        Self::start_with(config, |log| {
+            (Stdio::null(), std::fs::File::create(log).unwrap().into())
+        })
+    }
+
+    /// As `start`, with the standard output and error that `outputs` makes (given the path
+    /// of the file `stderr_lines` reads).
+    pub(crate) fn start_with(
+        config: &str,
+        outputs: impl FnOnce(&std::path::Path) -> (Stdio, Stdio),
+    ) -> Self {
         let dir = std::env::temp_dir().join(format!("lp-ops-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let port = free_port();
         let path = dir.join("config.toml");
         std::fs::write(&path, served_config(port, config)).unwrap();
         let log = dir.join("stderr.log");
+        let (stdout, stderr) = outputs(&log);
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_logproxy"));
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("LOGPROXY__") || key == "RUST_LOG" {
@@ -39,8 +51,8 @@ impl Served {
         let child = cmd
             .args(["serve", "--config"])
             .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stdout(stdout)
+            .stderr(stderr)
             .spawn()
             .expect("start logproxy");
         wait_until_listening(port, "logproxy");
@@ -57,7 +69,7 @@ impl Served {
         std::fs::write(&self.config, served_config(port, config)).unwrap();
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -72,7 +84,7 @@ impl Served {
     }
 
     /// Waits for the process to exit (at most `within`); its exit code.
-    fn exit_code(&mut self, within: Duration) -> i32 {
+    pub(crate) fn exit_code(&mut self, within: Duration) -> i32 {
         let until = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -99,14 +111,14 @@ fn served_config(port: u16, rest: &str) -> String {
 }
 
 /// The `[clickhouse]` section of a test's database (and optional runtime table).
-fn clickhouse_section(database: &str, runtime_table: &str) -> String {
+pub(crate) fn clickhouse_section(database: &str, runtime_table: &str) -> String {
     format!(
         "[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\nruntime_table = \"{runtime_table}\"\n",
         clickhouse_url()
     )
 }
 
-fn tenant(name: &str, key: &str) -> String {
+pub(crate) fn tenant(name: &str, key: &str) -> String {
     format!(
         "[[auth.tenants]]\nname = \"{name}\"\napi_key_sha256 = [\"{}\"]\napps = [\"*\"]\nscopes = [\"logs:read\"]\n",
         logproxy::auth::hash_key(key)
