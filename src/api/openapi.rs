@@ -9,11 +9,10 @@ use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, LOGS_PATH};
 use crate::domain::{IntParam, LogType, HOURS, LIMIT};
 
 const FRAME: &str = include_str!("openapi.json");
-const LOGS_PATH: &str = "/v1/apps/{app_id}/logs";
 
 /// The document for a service that accepts `levels`.
 pub fn document(levels: &[String]) -> Value {

@@ -57,7 +57,7 @@ impl Served {
         std::fs::write(&self.config, served_config(port, config)).unwrap();
     }
 
-    fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.child.id().to_string())
@@ -72,7 +72,7 @@ impl Served {
     }
 
     /// Waits for the process to exit (at most `within`); its exit code.
-    fn exit_code(&mut self, within: Duration) -> i32 {
+    pub(crate) fn exit_code(&mut self, within: Duration) -> i32 {
         let until = Instant::now() + within;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -99,7 +99,7 @@ fn served_config(port: u16, rest: &str) -> String {
 }
 
 /// The `[clickhouse]` section of a test's database (and optional runtime table).
-fn clickhouse_section(database: &str, runtime_table: &str) -> String {
+pub(crate) fn clickhouse_section(database: &str, runtime_table: &str) -> String {
     format!(
         "[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\nruntime_table = \"{runtime_table}\"\n",
         clickhouse_url()
