@@ -13,7 +13,8 @@
 #   logs      shard 1 = A (weight 1), shard 2 = B (weight 1)
 #   logs_2_1  shard 1 = A (weight 2), shard 2 = B (weight 1)
 # `seed` builds the release binary, writes .clickhouse/cluster-<A>-<B>.toml (logproxy's
-# config for cluster `logs`: [clickhouse] cluster and [[clickhouse.shards]], plus the demo
+# config for cluster `logs`: the API on 127.0.0.1:8080, /metrics and /readyz on the admin
+# listener 127.0.0.1:9464, [clickhouse] cluster and [[clickhouse.shards]], plus the demo
 # tenant of config/default.toml), runs `logproxy migrate` (local and Distributed tables on
 # both servers) and `logproxy seed --apps 40 --rows-per-app 2000` (inserted through the
 # Distributed tables, so ClickHouse itself puts each app on its shard), then prints how many
@@ -70,6 +71,7 @@ write_toml() {
         echo "# Written by scripts/cluster.sh: logproxy on the local cluster \`logs\`."
         echo "[server]"
         echo "bind = \"127.0.0.1:8080\""
+        echo "admin_bind = \"127.0.0.1:9464\"  # /metrics and /readyz (shard layout) only here"
         echo "[clickhouse]"
         echo "cluster = \"logs\""
         echo "[[clickhouse.shards]]"
@@ -104,7 +106,7 @@ case "$cmd" in
             apps="$(sql "http://127.0.0.1:$port" "SELECT uniqExact(app_id) FROM canvas_app_logs_local")"
             log "shard on $port: $rows runtime rows of $apps apps"
         done
-        log "serve it: $BIN serve --config $TOML"
+        log "serve it: $BIN serve --config $TOML (/readyz and /metrics on 127.0.0.1:9464)"
         ;;
     *) usage ;;
 esac

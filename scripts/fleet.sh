@@ -4,6 +4,7 @@
 #   nginx 127.0.0.1:8080  affinity: deploy/nginx/logproxy.conf (hash $app_id consistent)
 #   nginx 127.0.0.1:8090  shared:   deploy/nginx/logproxy-shared.conf (round robin)
 #   logproxy 127.0.0.1:8081, :8082, :8083, sharing through
+#            (their admin listeners, /metrics and /readyz: 127.0.0.1:9081, :9082, :9083)
 #   redis-server 127.0.0.1:16379 (no persistence)
 #
 # The three proxies serve both fronts: behind 8080 each app reaches one process and Redis is
@@ -24,10 +25,11 @@ CONFIG=config/default.toml
 BIN="${CARGO_TARGET_DIR:-target}/release/logproxy"
 REDIS_PORT="${FLEET_REDIS_PORT:-16379}"
 PROXY_PORTS=(8081 8082 8083)
+ADMIN_PORTS=(9081 9082 9083)  # server.admin_bind: /metrics and /readyz are not on the fronts
 FRONTS=(8080 8090)
 DEMO_KEY=lp_demo_key_1
 
-for port in "${PROXY_PORTS[@]}" "${FRONTS[@]}" "$REDIS_PORT"; do
+for port in "${PROXY_PORTS[@]}" "${ADMIN_PORTS[@]}" "${FRONTS[@]}" "$REDIS_PORT"; do
     ! port_in_use "$port" || die "something already listens on 127.0.0.1:$port (a previous fleet?); stop it first"
 done
 
@@ -56,8 +58,10 @@ redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save "" --appendonly no \
 pids+=("$!")
 
 unset LOGPROXY__CLICKHOUSE__URL LOGPROXY__CLICKHOUSE__URLS
-for port in "${PROXY_PORTS[@]}"; do
+for (( i = 0; i < ${#PROXY_PORTS[@]}; i++ )); do
+    port="${PROXY_PORTS[i]}"
     LOGPROXY__SERVER__BIND="127.0.0.1:$port" \
+    LOGPROXY__SERVER__ADMIN_BIND="127.0.0.1:${ADMIN_PORTS[i]}" \
     LOGPROXY__CLICKHOUSE__URLS="$(IFS=,; echo "${urls[*]}")" \
     LOGPROXY__REDIS__URL="redis://127.0.0.1:$REDIS_PORT/0" \
     LOGPROXY__REDIS__FALLBACK_FLEET_SIZE="${#PROXY_PORTS[@]}" \
@@ -65,7 +69,7 @@ for port in "${PROXY_PORTS[@]}"; do
     pids+=("$!")
 done
 for (( i = 0; i < ${#PROXY_PORTS[@]}; i++ )); do
-    wait_http "http://127.0.0.1:${PROXY_PORTS[i]}/readyz" 30 "${pids[i + 1]}" \
+    wait_http "http://127.0.0.1:${ADMIN_PORTS[i]}/readyz" 30 "${pids[i + 1]}" \
         || die "logproxy on ${PROXY_PORTS[i]} did not become ready; see $DIR/logproxy-${PROXY_PORTS[i]}.log"
 done
 
@@ -98,7 +102,8 @@ A fleet of three logproxy processes (${PROXY_PORTS[*]}) over ClickHouse ${urls[*
   shared (round robin; Redis shares limits, pages, single-flight; repeat it: X-Cache HIT on every process):
   curl -si -H 'Authorization: Bearer $DEMO_KEY' 'http://127.0.0.1:8090/v1/apps/demo-app-2/logs?limit=5'
 
-Each process's /metrics: http://127.0.0.1:8081/metrics (result="shared", logproxy_redis_up).
+Each process's /metrics, on its admin listener only: http://127.0.0.1:9081/metrics
+(result="shared", logproxy_redis_up); deploy/prometheus/prometheus.yml scrapes all three.
 Ctrl-C stops the fleet.
 
 INFO

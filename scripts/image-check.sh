@@ -24,11 +24,14 @@
 #      its own PID namespace (the command is PID 1) with /proc mounted, the host's network, and
 #      only Docker's PATH and HOME, the image's ENV and these overrides: LOGPROXY__CLICKHOUSE__URL
 #      (LOGPROXY_TEST_CLICKHOUSE_URL, default http://127.0.0.1:18123), the bind address's port
-#      (a free one) and LOGPROXY__CLICKHOUSE__DATABASE (a fresh lp_image_check_<pid>, dropped at exit)
-#   7. checks: the bind address listens on all interfaces on an EXPOSEd port; USER is not root;
+#      and the admin listener's (free ones) and LOGPROXY__CLICKHOUSE__DATABASE (a fresh
+#      lp_image_check_<pid>, dropped at exit)
+#   7. checks: the bind address and the admin listener (LOGPROXY__SERVER__ADMIN_BIND, which
+#      must be set) listen on all interfaces on EXPOSEd ports; USER is not root;
 #      HEALTHCHECK fails while nothing listens; ENTRYPOINT migrate and seed; ENTRYPOINT + CMD
 #      serves as that uid; HEALTHCHECK succeeds (each run bounded by its --timeout) before
-#      --start-period + --retries x --interval; /readyz is 200; the demo key reads demo-app-1's
+#      --start-period + --retries x --interval; /readyz and /metrics are 200 on the admin port
+#      and 404 on the API port; the demo key reads demo-app-1's
 #      seeded logs and no key gets 401; SIGTERM to PID 1 exits 0 within 10 s (`docker stop`)
 #
 # Skips (exit 0, saying why) when it cannot run here: not Linux or not root, no namespaces,
@@ -242,13 +245,23 @@ bind="${env_value[LOGPROXY__SERVER__BIND]:-}"
 bind_host="${BASH_REMATCH[1]}" bind_port="${BASH_REMATCH[2]}"
 [[ " ${expose[*]} " == *" $bind_port "* ]] \
     || die "the bind port $bind_port is not EXPOSEd (EXPOSE ${expose[*]})"
+# CONTRACT.md §8: the image keeps /metrics and /readyz off the API port.
+admin_bind="${env_value[LOGPROXY__SERVER__ADMIN_BIND]:-}"
+[[ "$admin_bind" =~ ^(0\.0\.0\.0|\[::\]):([0-9]+)$ ]] \
+    || die "ENV LOGPROXY__SERVER__ADMIN_BIND=$admin_bind: the image must set an admin listener on all interfaces"
+admin_host="${BASH_REMATCH[1]}" admin_port="${BASH_REMATCH[2]}"
+[[ " ${expose[*]} " == *" $admin_port "* ]] \
+    || die "the admin port $admin_port is not EXPOSEd (EXPOSE ${expose[*]})"
 PORT="$(free_port)"
+ADMIN_PORT="$(free_port)"
+while [[ "$ADMIN_PORT" == "$PORT" ]]; do ADMIN_PORT="$(free_port)"; done
 run_env=(
     "LOGPROXY__CLICKHOUSE__URL=$CLICKHOUSE_URL"
     "LOGPROXY__SERVER__BIND=$bind_host:$PORT"
+    "LOGPROXY__SERVER__ADMIN_BIND=$admin_host:$ADMIN_PORT"
     "LOGPROXY__CLICKHOUSE__DATABASE=$DB"
 )
-log "USER $user is uid $uid; the service will listen on $bind_host:$PORT"
+log "USER $user is uid $uid; the service will listen on $bind_host:$PORT, its admin listener on $admin_host:$ADMIN_PORT"
 
 # Every process below PID.
 descendants() {
@@ -313,7 +326,13 @@ read -r _ real_uid _ < <(grep '^Uid:' "/proc/$server/status")
 [[ "$real_uid" == "$uid" ]] || die "the service runs as uid $real_uid, not $uid"
 
 base="http://127.0.0.1:$PORT"
-wait_http "$base/readyz" 30 "$server" || die "/readyz did not answer 200"
+admin="http://127.0.0.1:$ADMIN_PORT"
+wait_http "$admin/readyz" 30 "$server" || die "/readyz on the admin port did not answer 200"
+curl -fsS --max-time 5 -o /dev/null "$admin/metrics" || die "/metrics on the admin port did not answer 200"
+for path in /metrics /readyz; do
+    status="$(curl -sS -o /dev/null -w '%{http_code}' "$base$path")"
+    [[ "$status" == 404 ]] || die "$path on the API port got $status, not 404"
+done
 status="$(curl -sS -o "$work/logs.json" -w '%{http_code}' \
     -H 'Authorization: Bearer lp_demo_key_1' "$base/v1/apps/demo-app-1/logs?hours=24")"
 [[ "$status" == 200 ]] || die "the demo key got $status: $(head -c 300 "$work/logs.json")"
@@ -321,7 +340,7 @@ entries="$(python3 -c 'import json, sys; print(len(json.load(sys.stdin)["entries
 (( entries > 0 )) || die "the demo key read no entries of demo-app-1"
 status="$(curl -sS -o /dev/null -w '%{http_code}' "$base/v1/apps/demo-app-1/logs")"
 [[ "$status" == 401 ]] || die "no key got $status, not 401"
-log "/readyz 200; demo key: 200 with $entries entries; no key: 401"
+log "admin port: /readyz and /metrics 200 (404 on the API port); demo key: 200 with $entries entries; no key: 401"
 
 # `docker stop`: SIGTERM to PID 1, SIGKILL 10 s later.
 kill -TERM "$server"

@@ -7,7 +7,8 @@
 #   2. apt-get installs what is missing: curl and clickhouse-server, and redis-server,
 #      nginx-light and prometheus (promtool) for the tests that will use them; their
 #      services are not started
-#   3. promtool check rules / test rules on deploy/prometheus (the alerts and their unit tests)
+#   3. promtool check rules / test rules / check config on deploy/prometheus (the alerts, their
+#      unit tests and the scrape config)
 #   4. starts two local ClickHouse servers, "replicas" on CLICKHOUSE_HTTP_PORT (default 18123)
 #      and the next port; one that already answers is used as it is. On exit it stops the
 #      servers it started, and only those; on those it first drops the test databases
@@ -39,6 +40,7 @@ ensure_packages curl clickhouse-server clickhouse-client redis-server nginx-ligh
 
 promtool check rules deploy/prometheus/alerts.yml
 promtool test rules deploy/prometheus/alerts_test.yml
+promtool check config deploy/prometheus/prometheus.yml
 
 first="${CLICKHOUSE_HTTP_PORT:-18123}"
 ports=("$first" "$(( first + 1 ))")

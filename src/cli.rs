@@ -61,9 +61,14 @@ impl Cli {
                 let settings = Settings::load(&config)?;
                 _log = Some(crate::telemetry::init(&settings.logging));
                 let bind = settings.server.bind.clone();
-                let app = Application::build(settings)
-                    .with_context(|| format!("cannot listen on {bind}"))?;
-                tracing::info!(port = app.port(), "logproxy listening on {bind}");
+                // A bind error names its address and key itself.
+                let app = Application::build(settings).context("cannot start serving")?;
+                let admin_port = app.admin_port();
+                tracing::info!(
+                    port = app.port(),
+                    ?admin_port,
+                    "logproxy listening on {bind}"
+                );
                 app.serve(config).await?;
                 tracing::info!("logproxy stopped");
             }

@@ -12,7 +12,7 @@ use actix_web::web;
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{self, AppState};
-use crate::config::Settings;
+use crate::config::{ServerSettings, Settings};
 use crate::metrics::RELOAD_RESULTS;
 use crate::state::Live;
 
@@ -130,7 +130,16 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
             keys.push(key);
         }
     };
-    check(running.server != new.server, "server");
+    // `admin_bind` named on its own: it decides which paths the API port answers.
+    let server = |s: &Settings| ServerSettings {
+        admin_bind: String::new(),
+        ..s.server.clone()
+    };
+    check(server(running) != server(new), "server");
+    check(
+        running.server.admin_bind != new.server.admin_bind,
+        "server.admin_bind",
+    );
     check(running.clickhouse != new.clickhouse, "clickhouse");
     check(running.actors != new.actors, "actors");
     check(running.logging != new.logging, "logging");
@@ -140,4 +149,22 @@ fn needs_restart(running: &Settings, new: &Settings) -> Vec<&'static str> {
         "cache.max_bytes",
     );
     keys
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_admin_bind_is_named_as_needing_a_restart() {
+        let running = Settings::default();
+        let mut new = running.clone();
+        new.server.admin_bind = "127.0.0.1:9464".into();
+        assert_eq!(needs_restart(&running, &new), ["server.admin_bind"]);
+        new.server.workers = 3;
+        assert_eq!(
+            needs_restart(&running, &new),
+            ["server", "server.admin_bind"]
+        );
+    }
 }

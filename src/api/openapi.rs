@@ -2,18 +2,17 @@
 //! (paths, schemas, prose); what the code owns is filled in from the code, so the two cannot
 //! drift: every error example is rendered by `ApiError` itself, the enums come from
 //! `LogType`, the configured levels and the errors' own types and codes, the integer bounds
-//! from `domain`.
+//! from `domain`, which listener serves each path from `Listener`.
 
 use actix_web::{web, HttpResponse};
 use bytes::Bytes;
 use serde_json::{json, Value};
 
 use super::error::ApiError;
-use super::AppState;
+use super::{AppState, Listener, LOGS_PATH};
 use crate::domain::{IntParam, LogType, HOURS, LIMIT};
 
 const FRAME: &str = include_str!("openapi.json");
-const LOGS_PATH: &str = "/v1/apps/{app_id}/logs";
 
 /// The document for a service that accepts `levels`.
 pub fn document(levels: &[String]) -> Value {
@@ -65,7 +64,36 @@ pub fn document(levels: &[String]) -> Value {
     let params = &mut doc["components"]["parameters"];
     bounds(&mut params["Hours"]["schema"], HOURS);
     bounds(&mut params["Limit"]["schema"], LIMIT);
+    say_listeners(&mut doc);
     doc
+}
+
+/// Ends each operation's description with the listeners that serve it.
+fn say_listeners(doc: &mut Value) {
+    let paths = doc["paths"]
+        .as_object_mut()
+        .expect("openapi.json has paths");
+    for (path, item) in paths.iter_mut() {
+        let note = match (Listener::Public.serves(path), Listener::Admin.serves(path)) {
+            (true, true) => "With `server.admin_bind` set, it is served on both listeners.",
+            (false, _) => {
+                "With `server.admin_bind` set, it is served only on the admin listener; the \
+                 API listener (`server.bind`) answers it as an unknown path (404)."
+            }
+            (true, false) => {
+                "With `server.admin_bind` set, it is served only on the API listener \
+                 (`server.bind`); the admin listener answers it as an unknown path (404)."
+            }
+        };
+        let operations = item
+            .as_object_mut()
+            .into_iter()
+            .flat_map(|i| i.values_mut());
+        for operation in operations.filter(|o| o.get("responses").is_some()) {
+            let text = operation["description"].as_str().unwrap_or_default();
+            operation["description"] = json!(format!("{text} {note}").trim_start());
+        }
+    }
 }
 
 fn bounds(schema: &mut Value, p: IntParam) {
@@ -112,5 +140,25 @@ mod tests {
         }
         let level = &doc["components"]["schemas"]["Level"]["enum"];
         assert_eq!(level, &json!(["info", "warn", "warning", ""]));
+    }
+
+    #[test]
+    fn metrics_and_readyz_say_they_are_served_only_on_the_admin_listener_when_there_is_one() {
+        let doc = document(&["info".into()]);
+        let said = |path: &str, method: &str, words: &str| {
+            let description = doc["paths"][path][method]["description"].as_str().unwrap();
+            assert!(
+                description.contains(words),
+                "{method} {path}: {description}"
+            );
+        };
+        for method in ["get", "head"] {
+            for path in ["/metrics", "/readyz"] {
+                said(path, method, "served only on the admin listener");
+            }
+            said("/healthz", method, "served on both listeners");
+            said(LOGS_PATH, method, "served only on the API listener");
+            said("/openapi.json", method, "served only on the API listener");
+        }
     }
 }

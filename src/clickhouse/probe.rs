@@ -48,8 +48,9 @@ pub(super) async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
 }
 
 /// The state a probe's result leaves the replica in: `Up` after a success; after a timeout,
-/// `Suspect` until `failures_to_down` failed in a row (or while it is down already); `Down`
-/// at once after any other failure (refused, reset, tables missing, a wrong cluster).
+/// `Suspect` until `failures_to_down` failed in a row (`Down` for a replica never seen up or
+/// down already); `Down` at once after any other failure (refused, reset, tables missing, a
+/// wrong cluster).
 fn judge(this: &Replicas, replica: &Replica, probed: Result<(), QueryError>) -> Health {
     let error = match probed {
         Ok(()) => {
@@ -61,7 +62,11 @@ fn judge(this: &Replicas, replica: &Replica, probed: Result<(), QueryError>) -> 
     let failed = replica.failed_probes.fetch_add(1, Ordering::Relaxed) + 1;
     let was = replica.health();
     let health = match error {
-        QueryError::Timeout(_) if failed < this.failures_to_down && was != Health::Down => {
+        // Slow, not dead, only for a replica that has answered: one never seen up (at
+        // start-up) or already down stays unready.
+        QueryError::Timeout(_)
+            if failed < this.failures_to_down && matches!(was, Health::Up | Health::Suspect) =>
+        {
             Health::Suspect
         }
         _ => Health::Down,

@@ -30,6 +30,9 @@ pub struct CorsSettings {
 pub struct ServerSettings {
     /// Address to listen on; port 0 picks a free port.
     pub bind: String,
+    /// A second listener for `/metrics`, `/readyz` and `/healthz` only, which `bind` then
+    /// no longer serves (but `/healthz`); empty: `bind` serves everything.
+    pub admin_bind: String,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// An idle keep-alive connection is closed after this long (longer than a load
@@ -50,6 +53,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             bind: "127.0.0.1:8080".into(),
+            admin_bind: String::new(),
             workers: 0,
             keep_alive_seconds: 75,
             client_request_timeout_ms: 5000,

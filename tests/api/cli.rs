@@ -519,13 +519,8 @@ async fn seed_is_deterministic_recent_and_writes_apps_times_rows_per_app_rows() 
     }
 }
 
-#[test]
-fn serve_on_an_unbindable_address_fails_with_a_message() {
-    // Arrange
-    let dir = TempDir::new();
-    let config = dir.write("unbindable.toml", "[server]\nbind = \"256.0.0.1:1\"\n");
-
-    // Act
+/// `logproxy serve --config CONFIG` in `dir`, which must exit by itself within 30 s.
+fn serve_until_it_exits(dir: &TempDir, config: &Path) -> Output {
     let mut child = logproxy(
         dir.path(),
         &["serve", "--config", config.to_str().unwrap()],
@@ -539,12 +534,41 @@ fn serve_on_an_unbindable_address_fails_with_a_message() {
     while child.try_wait().expect("poll child").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("serve kept running on an unbindable address");
+            panic!("serve kept running on an address it cannot listen on");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let out = child.wait_with_output().expect("collect output");
+    child.wait_with_output().expect("collect output")
+}
+
+#[test]
+fn serve_on_an_unbindable_address_fails_with_a_message() {
+    // Arrange
+    let dir = TempDir::new();
+    let config = dir.write("unbindable.toml", "[server]\nbind = \"256.0.0.1:1\"\n");
+
+    // Act
+    let out = serve_until_it_exits(&dir, &config);
 
     // Assert
     assert_failure_naming(&out, "256.0.0.1:1");
+}
+
+#[test]
+fn serve_with_an_admin_bind_already_in_use_fails_naming_that_address() {
+    // Arrange
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = taken.local_addr().unwrap().to_string();
+    let dir = TempDir::new();
+    let config = dir.write(
+        "admin-taken.toml",
+        &format!("[server]\nbind = \"127.0.0.1:0\"\nadmin_bind = \"{admin}\"\n"),
+    );
+
+    // Act
+    let out = serve_until_it_exits(&dir, &config);
+
+    // Assert
+    assert_failure_naming(&out, &admin);
+    assert_failure_naming(&out, "server.admin_bind");
 }

@@ -90,6 +90,8 @@ pub async fn slow_settings(rows: &[RuntimeRow]) -> Settings {
 
 pub struct TestApp {
     pub base: String,
+    /// The admin listener's base URL, when `server.admin_bind` is set.
+    pub admin_base: Option<String>,
     pub http: reqwest::Client,
     pub ch: ChClient,
     pub settings: Settings,
@@ -112,10 +114,12 @@ pub async fn start_app(settings: Settings) -> TestApp {
     let ch = ChClient::new(&settings.clickhouse);
     let app = Application::build(settings.clone()).expect("app builds");
     let base = format!("http://127.0.0.1:{}", app.port());
+    let admin_base = app.admin_port().map(|p| format!("http://127.0.0.1:{p}"));
     let handle = app.handle();
     actix_web::rt::spawn(app.run_until_stopped());
     TestApp {
         base,
+        admin_base,
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(1))

@@ -2,6 +2,7 @@
 //! the `logproxy` binary) against a real ClickHouse, through the harness in `helpers`.
 
 mod actors;
+mod admin;
 mod cache;
 mod cli;
 mod clickhouse_failures;
