@@ -43,8 +43,8 @@ enum Sent {
     Queued,
     /// `actors.mailbox_capacity` messages are already waiting.
     Full,
-    /// The actor closed: the message back, and the entry's generation.
-    Closed(Fetch, u64),
+    /// The actor closed: the message back (boxed: a rare path), and the entry's generation.
+    Closed(Box<Fetch>, u64),
 }
 
 /// A live actor: its address, what it has been doing, and its app's policy.
@@ -186,7 +186,7 @@ impl Registry {
                     self.maps
                         .actors
                         .remove_if(&key, |_, e| e.generation == generation);
-                    msg = back;
+                    msg = *back;
                 }
             }
         }
@@ -205,7 +205,7 @@ impl Registry {
             Ok(()) => Sent::Queued,
             Err(SendError::Full(back) | SendError::Closed(back)) => {
                 queued.fetch_sub(1, Ordering::AcqRel);
-                Sent::Closed(back, entry.generation)
+                Sent::Closed(Box::new(back), entry.generation)
             }
         }
     }
@@ -339,7 +339,7 @@ mod tests {
 
     fn fetch(app_id: &str) -> (Fetch, oneshot::Receiver<crate::actors::Reply>) {
         let (reply, answer) = oneshot::channel();
-        let query = LogQuery::new(app_id.into(), RawQuery::default(), &[]).unwrap();
+        let query = LogQuery::new(app_id.into(), RawQuery::default(), &[], 0).unwrap();
         let request_id = "t".into();
         (
             Fetch {

@@ -202,6 +202,20 @@ impl ApiError {
                     format!("Invalid level: expected one of {}", allowed.join(", ")),
                     json!({ "level": echo(value), "allowed": allowed }),
                 ),
+                InvalidQuery::TimeRange { start, end } => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "invalid_time_range",
+                    "Invalid time range: start must be before end, at most 168 hours apart",
+                    json!({ "start": start, "end": end }),
+                ),
+                InvalidQuery::Cursor => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "invalid_cursor",
+                    "Invalid cursor: pass a next_cursor of this app, log_type and level unchanged",
+                    Value::Null,
+                ),
             },
             ApiError::RateLimited(RateLimited {
                 limit,
@@ -317,6 +331,11 @@ impl ApiError {
                 value: "fatal".into(),
                 allowed: crate::config::LogsSettings::default().levels,
             }),
+            ApiError::Query(InvalidQuery::TimeRange {
+                start: "2026-12-07T11:00:00.000Z".into(),
+                end: "2026-12-07T10:00:00.000Z".into(),
+            }),
+            ApiError::Query(InvalidQuery::Cursor),
             ApiError::Auth(AuthError::Missing),
             ApiError::Auth(AuthError::Invalid),
             ApiError::Auth(AuthError::InsufficientScope {
@@ -371,6 +390,11 @@ fn problem_json(p: &FieldProblem) -> Value {
             "less_than_equal",
             format!("Input should be less than or equal to {le}"),
             Some(json!({ "le": le })),
+        ),
+        IntRule::NotADatetime(reason) => (
+            "datetime_parsing",
+            format!("Input should be a valid datetime, {reason}"),
+            Some(json!({ "error": reason })),
         ),
     };
     let input = echo(&p.input);

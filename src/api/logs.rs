@@ -121,10 +121,13 @@ fn respond(req: &HttpRequest, served: Served, numbers: &mut Numbers) -> HttpResp
         );
     }
     headers.insert(header::ETAG, served.view.etag);
-    headers.insert(
-        header::CACHE_CONTROL,
-        numbers.value(b"private, max-age=", served.max_age),
-    );
+    let cache_control = match served.immutable {
+        // A settled page (CONTRACT.md §14): rare enough to be written out.
+        true => HeaderValue::try_from(format!("private, max-age={}, immutable", served.max_age))
+            .expect("digits and letters"),
+        false => numbers.value(b"private, max-age=", served.max_age),
+    };
+    headers.insert(header::CACHE_CONTROL, cache_control);
     headers.insert(X_CACHE, HeaderValue::from_static(served.result.header()));
     if not_modified {
         response

@@ -13,26 +13,37 @@ pub fn parse_query(
     query: &str,
     allowed_levels: &[String],
 ) -> Result<LogQuery, InvalidQuery> {
-    // log_type, hours, level, limit. Values borrow from `query` unless they were encoded.
-    let mut values: [Option<Cow<'_, str>>; 4] = Default::default();
+    // Values borrow from `query` unless they were encoded.
+    let mut values: [Option<Cow<'_, str>>; 7] = Default::default();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
         let slot = match key.as_ref() {
             "log_type" => 0,
             "hours" => 1,
             "level" => 2,
             "limit" => 3,
+            "start" => 4,
+            "end" => 5,
+            "cursor" => 6,
             _ => continue,
         };
         values[slot] = Some(value);
     }
-    let [log_type, hours, level, limit] = &values;
+    let [log_type, hours, level, limit, start, end, cursor] = &values;
     let raw = RawQuery {
         log_type: log_type.as_deref(),
         hours: hours.as_deref(),
         level: level.as_deref(),
         limit: limit.as_deref(),
+        start: start.as_deref(),
+        end: end.as_deref(),
+        cursor: cursor.as_deref(),
     };
-    LogQuery::new(app_id, raw, allowed_levels)
+    // The clock is read only for a window that needs it (a hit's path reads it nowhere).
+    let now_ms = match raw.start.is_some() || raw.end.is_some() {
+        true => chrono::Utc::now().timestamp_millis(),
+        false => 0,
+    };
+    LogQuery::new(app_id, raw, allowed_levels, now_ms)
 }
 
 #[cfg(test)]

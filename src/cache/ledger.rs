@@ -275,6 +275,8 @@ mod tests {
             log_type: LogType::Runtime,
             hours,
             level: None,
+            range: None,
+            after: None,
         }
     }
 

@@ -103,6 +103,8 @@ pub struct Served {
     pub compressed: bool,
     pub result: CacheResult,
     pub max_age: u64,
+    /// A settled page's: `Cache-Control` says `immutable` (CONTRACT.md §14).
+    pub immutable: bool,
 }
 
 /// Pages moka let go of, not yet forgotten by the ledger.
@@ -193,10 +195,20 @@ impl PageCache {
         (self.times.ttl(), self.times.keep())
     }
 
+    /// How long `page` is fresh (a settled page's own TTL, or the cache's).
+    pub fn ttl_of(&self, page: &Page) -> Duration {
+        self.times.ttl_of(page)
+    }
+
+    /// How long `page` is kept in all, with the stale window.
+    pub fn keep_of(&self, page: &Page) -> Duration {
+        self.times.keep_of(page)
+    }
+
     /// Keeps `page` (from the fleet, no longer fresh) to stand in for a failed query, if
     /// this process holds no page for `key`.
     pub fn offer(&self, key: &QueryKey, page: Page, owner: &Owner) {
-        if self.pages.get(key).is_none() && page.fetched_at.elapsed() < self.times.keep() {
+        if self.pages.get(key).is_none() && page.fetched_at.elapsed() < self.times.keep_of(&page) {
             self.store(key.clone(), &Arc::new(page), owner);
         }
     }
@@ -303,12 +315,14 @@ impl PageCache {
 
     /// Whether `page` is fresh at `now` and covers `limit`.
     fn answers(&self, page: &Page, limit: u32, now: Instant) -> bool {
-        now.saturating_duration_since(page.fetched_at) < self.times.ttl() && page.covers(limit)
+        now.saturating_duration_since(page.fetched_at) < self.times.ttl_of(page)
+            && page.covers(limit)
     }
 
     fn usable_stale(&self, key: &QueryKey, limit: u32) -> Option<Arc<Page>> {
         let page = self.pages.get(key)?;
-        (page.fetched_at.elapsed() < self.times.keep() && page.covers(limit)).then_some(page)
+        (page.fetched_at.elapsed() < self.times.keep_of(&page) && page.covers(limit))
+            .then_some(page)
     }
 
     fn serve(
@@ -327,7 +341,7 @@ impl PageCache {
             CacheResult::Stale => 0,
             _ => self
                 .times
-                .ttl()
+                .ttl_of(page)
                 .saturating_sub(page.fetched_at.elapsed())
                 .as_secs(),
         };
@@ -335,6 +349,7 @@ impl PageCache {
             view,
             coding,
             compressed,
+            immutable: page.is_settled() && result != CacheResult::Stale,
             result,
             max_age,
         }

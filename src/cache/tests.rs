@@ -28,6 +28,8 @@ fn key(app: &str) -> QueryKey {
         log_type: LogType::Runtime,
         hours: 1,
         level: None,
+        range: None,
+        after: None,
     }
 }
 
@@ -135,7 +137,7 @@ async fn a_front_serves_the_cached_page_and_never_one_the_cache_let_go_of() {
         c.hit_in(&mut front, &k, 10, None).is_none(),
         "nothing cached"
     );
-    let first = store(&c, &k, 10, page(10, 10, Duration::ZERO)).await;
+    let first = store(&c, &k, 10, page(11, 10, Duration::ZERO)).await;
     for _ in 0..3 * FRONT_CHECK_EVERY {
         let hit = c.hit_in(&mut front, &k, 10, None).expect("a fresh page");
         assert_eq!(hit.result, CacheResult::Hit);
@@ -220,7 +222,7 @@ async fn a_compressed_view_keeps_the_page_served_through_the_front() {
 #[tokio::test]
 async fn a_full_page_answers_smaller_limits_and_a_short_page_answers_any() {
     let c = cache();
-    store(&c, &key("full"), 5, page(5, 5, Duration::ZERO)).await;
+    store(&c, &key("full"), 5, page(6, 5, Duration::ZERO)).await;
     let hit = c
         .hit(&key("full"), 3, None)
         .expect("limit 3 is inside a page of 5");

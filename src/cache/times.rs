@@ -16,6 +16,9 @@ use crate::page::Page;
 pub(super) struct Times {
     ttl_ms: AtomicU64,
     keep_ms: AtomicU64,
+    /// A settled page's (CONTRACT.md §14).
+    settled_ttl_ms: AtomicU64,
+    stale_ms: AtomicU64,
 }
 
 impl Times {
@@ -23,6 +26,8 @@ impl Times {
         let times = Self {
             ttl_ms: AtomicU64::new(0),
             keep_ms: AtomicU64::new(0),
+            settled_ttl_ms: AtomicU64::new(0),
+            stale_ms: AtomicU64::new(0),
         };
         times.set(settings);
         times
@@ -34,6 +39,23 @@ impl Times {
         self.ttl_ms.store(ttl, Ordering::Relaxed);
         self.keep_ms
             .store(ttl.saturating_add(stale), Ordering::Relaxed);
+        let settled = settings.settled_ttl_seconds.saturating_mul(1000);
+        self.settled_ttl_ms.store(settled, Ordering::Relaxed);
+        self.stale_ms.store(stale, Ordering::Relaxed);
+    }
+
+    /// How long `page` is fresh: a settled page's TTL, or the cache's.
+    pub(super) fn ttl_of(&self, page: &Page) -> Duration {
+        match page.is_settled() {
+            true => Duration::from_millis(self.settled_ttl_ms.load(Ordering::Relaxed)),
+            false => self.ttl(),
+        }
+    }
+
+    /// How long `page` is kept in all, with the stale window.
+    pub(super) fn keep_of(&self, page: &Page) -> Duration {
+        let stale = Duration::from_millis(self.stale_ms.load(Ordering::Relaxed));
+        self.ttl_of(page).saturating_add(stale)
     }
 
     pub(super) fn ttl(&self) -> Duration {
@@ -46,7 +68,7 @@ impl Times {
 
     /// How long `page` is still worth keeping (a re-insert to re-weigh it keeps its age).
     pub(super) fn left(&self, page: &Page) -> Duration {
-        let left = self.keep().saturating_sub(page.fetched_at.elapsed());
+        let left = self.keep_of(page).saturating_sub(page.fetched_at.elapsed());
         left.max(Duration::from_millis(1))
     }
 }

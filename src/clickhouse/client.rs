@@ -14,9 +14,18 @@ use super::query::*;
 use super::rows::{LogSink, RequestEntryRow, RuntimeEntryRow};
 use super::{QueryError, RequestRow, RuntimeRow};
 use crate::config::ClickHouseSettings;
-use crate::domain::{LogQuery, LogType};
+use crate::domain::{LogQuery, LogType, Position};
 
 const DDL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Which rows of an app a log query reads: `[start_ms, end_ms)` (no upper bound without
+/// `end_ms`), and after `after` in the order of `RUNTIME_LOGS` when given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub after: Option<Position>,
+}
 
 #[derive(Clone)]
 pub struct ChClient {
@@ -88,49 +97,46 @@ impl ChClient {
         &self.client
     }
 
-    /// The newest `limit` rows of one app at or after `since_ms`, newest first, handed to
-    /// `sink` as they are decoded. `query_id` names the query on the server.
+    /// The first `limit` rows of one app in `bounds`, newest first, handed to `sink` as they
+    /// are decoded. `query_id` names the query on the server.
     pub async fn logs(
         &self,
         q: &LogQuery,
-        since_ms: i64,
+        bounds: &Bounds,
         limit: u32,
         query_id: &str,
         sink: &mut impl LogSink,
     ) -> Result<(), QueryError> {
+        let (table, template) = match (q.key.log_type, q.key.level.is_some()) {
+            (LogType::Runtime, false) => (&self.runtime_table, RUNTIME_LOGS),
+            (LogType::Runtime, true) => (&self.runtime_table, RUNTIME_LOGS_BY_LEVEL),
+            (LogType::Requests, _) => (&self.requests_table, REQUEST_LOGS),
+        };
+        let (after_ts, after_tie) = bounds.after.map_or((i64::MAX, 0), |p| (p.ts, p.tie));
+        let mut query = self
+            .client
+            .query(template)
+            .bind(Identifier(table))
+            .bind(&*q.key.app_id)
+            .bind(bounds.start_ms)
+            .bind(bounds.end_ms.unwrap_or(i64::MAX))
+            .bind(after_ts)
+            .bind(after_ts)
+            .bind(after_tie);
+        if let (LogType::Runtime, Some(level)) = (q.key.log_type, q.key.level.as_deref()) {
+            query = query.bind(level_spellings(level));
+        }
+        let query = query.bind(limit);
         match q.key.log_type {
             LogType::Runtime => {
-                let query = match q.key.level.as_deref() {
-                    None => self
-                        .client
-                        .query(RUNTIME_LOGS)
-                        .bind(Identifier(&self.runtime_table))
-                        .bind(&*q.key.app_id)
-                        .bind(since_ms),
-                    Some(level) => self
-                        .client
-                        .query(RUNTIME_LOGS_BY_LEVEL)
-                        .bind(Identifier(&self.runtime_table))
-                        .bind(&*q.key.app_id)
-                        .bind(since_ms)
-                        .bind(level_spellings(level)),
-                };
-                let query = query.bind(limit);
                 self.each::<RuntimeEntryRow<'static>>(query, query_id, |row| {
-                    sink.entry(row.timestamp_ms, &row)
+                    sink.entry(row.timestamp_ms, row.tie, &row)
                 })
                 .await
             }
             LogType::Requests => {
-                let query = self
-                    .client
-                    .query(REQUEST_LOGS)
-                    .bind(Identifier(&self.requests_table))
-                    .bind(&*q.key.app_id)
-                    .bind(since_ms)
-                    .bind(limit);
                 self.each::<RequestEntryRow<'static>>(query, query_id, |row| {
-                    sink.entry(row.timestamp_ms, &row)
+                    sink.entry(row.timestamp_ms, row.tie, &row)
                 })
                 .await
             }

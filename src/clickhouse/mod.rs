@@ -9,7 +9,7 @@ pub mod replicas;
 pub mod rows;
 pub mod shards;
 
-pub use client::ChClient;
+pub use client::{Bounds, ChClient};
 pub use error::QueryError;
 pub use replicas::Replicas;
 pub use rows::{RequestRow, RuntimeRow};

@@ -1,23 +1,37 @@
 //! Fixed SQL templates. Values arrive only through `bind` (escaped by the `clickhouse` crate),
 //! table names only as validated identifiers from configuration.
 
-/// Newest rows of one app since a moment, newest first. Rows of one millisecond are put in
-/// the order of their other columns, so the order is total: a page is the same bytes
-/// however ClickHouse reads the parts, and a page refreshed by its newest rows only
-/// (`cache.delta_refresh`) can be byte-identical to a full query.
-pub(crate) const RUNTIME_LOGS: &str = "SELECT ?fields FROM ? \
-     WHERE app_id = ? AND timestamp_ms >= ? \
-     ORDER BY timestamp_ms DESC, level, message, route_path, request_id LIMIT ?";
+/// One app's rows in a window, after a position, newest first: bound are the table, the
+/// app, the window's start (inclusive) and end (exclusive), the position's timestamp twice
+/// and its tie, and the limit. Rows of one millisecond are ordered by `tie` (a hash of the
+/// other columns) and then the columns, so the order is total: a page is the same bytes
+/// however ClickHouse reads the parts, a page refreshed by its newest rows only
+/// (`cache.delta_refresh`) can be byte-identical to a full query, and a cursor's position
+/// is a bound the primary key `(app_id, timestamp_ms)` prunes by: `timestamp_ms <= ts` reads
+/// no part past it, and the tuple comparison `(ts, tie) >= (x, y)` is written out, which
+/// ClickHouse would not use for the index. Without a position: `i64::MAX` and 0.
+pub(crate) const RUNTIME_LOGS: &str = "SELECT timestamp_ms, level, message, route_path, \
+     request_id, sipHash64(level, message, route_path, request_id) AS tie FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? AND timestamp_ms < ? \
+     AND timestamp_ms <= ? AND (timestamp_ms < ? OR tie >= ?) \
+     ORDER BY timestamp_ms DESC, tie, level, message, route_path, request_id LIMIT ?";
 
-/// As `RUNTIME_LOGS`, keeping only rows whose lower-cased level is in a bound array.
-pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT ?fields FROM ? \
-     WHERE app_id = ? AND timestamp_ms >= ? AND has(?, lower(level)) \
-     ORDER BY timestamp_ms DESC, level, message, route_path, request_id LIMIT ?";
+/// As `RUNTIME_LOGS`, keeping only rows whose lower-cased level is in a bound array (bound
+/// last but the limit).
+pub(crate) const RUNTIME_LOGS_BY_LEVEL: &str = "SELECT timestamp_ms, level, message, \
+     route_path, request_id, sipHash64(level, message, route_path, request_id) AS tie FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? AND timestamp_ms < ? \
+     AND timestamp_ms <= ? AND (timestamp_ms < ? OR tie >= ?) AND has(?, lower(level)) \
+     ORDER BY timestamp_ms DESC, tie, level, message, route_path, request_id LIMIT ?";
 
 /// As `RUNTIME_LOGS`, from the request table.
-pub(crate) const REQUEST_LOGS: &str = "SELECT ?fields FROM ? \
-     WHERE app_id = ? AND timestamp_ms >= ? \
-     ORDER BY timestamp_ms DESC, method, path, status_code, duration_ms, user_agent, ip LIMIT ?";
+pub(crate) const REQUEST_LOGS: &str = "SELECT timestamp_ms, method, path, status_code, \
+     duration_ms, user_agent, ip, \
+     sipHash64(method, path, status_code, duration_ms, user_agent, ip) AS tie FROM ? \
+     WHERE app_id = ? AND timestamp_ms >= ? AND timestamp_ms < ? \
+     AND timestamp_ms <= ? AND (timestamp_ms < ? OR tie >= ?) \
+     ORDER BY timestamp_ms DESC, tie, method, path, status_code, duration_ms, user_agent, ip \
+     LIMIT ?";
 
 /// How many of two tables the current database holds: a probe that touches the tables'
 /// metadata without running a query on them (a view's query may be slow).

@@ -42,6 +42,9 @@ pub struct RuntimeEntryRow<'a> {
     pub message: &'a str,
     pub route_path: &'a str,
     pub request_id: &'a str,
+    /// The row's place among rows of its millisecond (`sipHash64` of the other columns on
+    /// the server): not part of the entry.
+    pub tie: u64,
 }
 
 /// The request columns the endpoint returns, borrowed from the response buffer. Serializes
@@ -55,10 +58,13 @@ pub struct RequestEntryRow<'a> {
     pub duration_ms: f64,
     pub user_agent: &'a str,
     pub ip: &'a str,
+    /// As `RuntimeEntryRow::tie`.
+    pub tie: u64,
 }
 
 impl RuntimeRow {
-    /// The columns the endpoint returns, borrowed.
+    /// The columns the endpoint returns, borrowed, with a tie of this process's own (a
+    /// stand-in for the server's, for pages built from owned rows).
     pub fn as_entry(&self) -> RuntimeEntryRow<'_> {
         RuntimeEntryRow {
             timestamp_ms: self.timestamp_ms,
@@ -66,12 +72,18 @@ impl RuntimeRow {
             message: &self.message,
             route_path: &self.route_path,
             request_id: &self.request_id,
+            tie: local_tie(&[
+                &self.level,
+                &self.message,
+                &self.route_path,
+                &self.request_id,
+            ]),
         }
     }
 }
 
 impl RequestRow {
-    /// The columns the endpoint returns, borrowed.
+    /// As `RuntimeRow::as_entry`.
     pub fn as_entry(&self) -> RequestEntryRow<'_> {
         RequestEntryRow {
             timestamp_ms: self.timestamp_ms,
@@ -81,14 +93,26 @@ impl RequestRow {
             duration_ms: self.duration_ms,
             user_agent: &self.user_agent,
             ip: &self.ip,
+            tie: local_tie(&[&self.method, &self.path, &self.user_agent, &self.ip]),
         }
     }
 }
 
+/// A tie for owned rows: SipHash of the columns.
+fn local_tie(columns: &[&str]) -> u64 {
+    use std::hash::Hasher as _;
+    let mut h = siphasher::sip::SipHasher24::new();
+    for c in columns {
+        h.write(c.as_bytes());
+        h.write_u8(0);
+    }
+    h.finish()
+}
+
 /// Receives the entries of a log query one at a time, as they are decoded, with each
-/// entry's timestamp.
+/// entry's timestamp and tie (its place among rows of the same millisecond).
 pub trait LogSink {
-    fn entry(&mut self, timestamp_ms: i64, entry: &impl Serialize);
+    fn entry(&mut self, timestamp_ms: i64, tie: u64, entry: &impl Serialize);
 }
 
 impl Serialize for RuntimeEntryRow<'_> {

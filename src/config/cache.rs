@@ -22,6 +22,11 @@ pub struct CacheSettings {
     /// A page whose last full query is older is fetched in full again: rows later than the
     /// overlap appear by then.
     pub delta_max_age_seconds: u64,
+    /// A window that ends this long before now is settled (CONTRACT.md §14): its rows no
+    /// longer arrive.
+    pub settled_after_seconds: u64,
+    /// How long a settled page stays fresh (sent as `immutable`).
+    pub settled_ttl_seconds: u64,
 }
 
 impl Default for CacheSettings {
@@ -34,6 +39,8 @@ impl Default for CacheSettings {
             delta_refresh: true,
             delta_overlap_ms: 30_000,
             delta_max_age_seconds: 300,
+            settled_after_seconds: 300,
+            settled_ttl_seconds: 3600,
         }
     }
 }

@@ -75,7 +75,7 @@ impl Fleet {
         Q: FnOnce() -> Fut,
         Fut: Future<Output = Result<Page, FetchError>>,
     {
-        let (ttl, keep) = cache.times();
+        let (ttl, _) = cache.times();
         if ttl.is_zero() {
             return alone(query()).await;
         }
@@ -89,7 +89,7 @@ impl Fleet {
                 return alone(query()).await;
             };
             if let Some(page) = page {
-                if page.fetched_at.elapsed() < ttl && page.covers(limit) {
+                if page.fetched_at.elapsed() < cache.ttl_of(&page) && page.covers(limit) {
                     let origin = match waited {
                         true => Origin::FleetQuery,
                         false => Origin::FleetCache,
@@ -104,7 +104,7 @@ impl Fleet {
                 Lock::Free => match self.try_lock(&lock_key, &token).await {
                     None => return alone(query()).await,
                     Some(true) => {
-                        return self.lead(page_key, &lock_key, &token, keep, query()).await
+                        return self.lead(page_key, &lock_key, &token, cache, query()).await
                     }
                     Some(false) => {}
                 },
@@ -123,7 +123,7 @@ impl Fleet {
         page_key: String,
         lock_key: &str,
         token: &str,
-        keep: Duration,
+        cache: &PageCache,
         query: impl Future<Output = Result<Page, FetchError>>,
     ) -> Result<Fetched, FetchError> {
         let heartbeat = async {
@@ -139,7 +139,7 @@ impl Fleet {
         match outcome {
             Ok(page) => {
                 // The page first: a waiter that sees the lock gone finds it.
-                self.put(page_key, &page, keep).await;
+                self.put(page_key, &page, cache.keep_of(&page)).await;
                 self.settle(lock_key, token, "", 0).await;
                 Ok(Fetched {
                     page,

@@ -155,16 +155,25 @@ impl Fleet {
         None
     }
 
-    /// `<prefix><kind>:<log_type>:<hours>:<level>:<app_id>`: readable, and unique per key
-    /// since app ids and levels hold no `:`.
+    /// `<prefix><kind>:<log_type>:<hours>:<level>:[<limit>:]<app_id>`, the hours part
+    /// `<start>~<end>` for an absolute window and `@<ts>.<tie>.<dup>` added for a cursor's
+    /// position: readable, and unique per key since app ids and levels hold no `:`.
     fn key(&self, kind: &str, key: &QueryKey, limit: Option<u32>) -> String {
         let level = key.level.as_deref().unwrap_or("-");
         let limit = limit.map(|l| format!("{l}:")).unwrap_or_default();
+        let span = match (key.range, key.after) {
+            (None, _) => key.hours.to_string(),
+            (Some(w), after) => {
+                let end = w.end_ms.map_or_else(|| "-".to_owned(), |e| e.to_string());
+                let after =
+                    after.map_or_else(String::new, |p| format!("@{}.{:x}.{}", p.ts, p.tie, p.dup));
+                format!("{}~{end}{after}", w.start_ms)
+            }
+        };
         format!(
-            "{}{kind}:{}:{}:{level}:{limit}{}",
+            "{}{kind}:{}:{span}:{level}:{limit}{}",
             self.prefix,
             key.log_type.as_str(),
-            key.hours,
             key.app_id
         )
     }

@@ -1,6 +1,7 @@
-//! `Page`: a ready 200 body with the end offset and timestamp of every entry, so one fetched
-//! page answers any smaller `limit` by slicing, and a refresh of a moving window can keep
-//! its older entries as they are (`builder.rs`), without serializing again.
+//! `Page`: a ready 200 body with the end offset, timestamp and tie of every entry, so one
+//! fetched page answers any smaller `limit` by slicing (with the `next_cursor` of that
+//! slice), and a refresh of a moving window can keep its older entries as they are
+//! (`builder.rs`), without serializing again.
 
 mod builder;
 mod shared;
@@ -12,6 +13,7 @@ use std::time::Instant;
 use actix_web::http::header::HeaderValue;
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::domain::{Cursor, Position, Window};
 use crate::encoding::Coding;
 
 pub use builder::PageBuilder;
@@ -19,7 +21,17 @@ pub use builder::PageBuilder;
 /// `message` is cut to this many characters (not bytes).
 pub const MESSAGE_MAX_CHARS: usize = 2000;
 
-const CLOSE: &[u8] = b"]}";
+/// What closes the entries, before the cursor (`"..."` or `null`) and the body's `}`.
+const NEXT_CURSOR: &[u8] = b"],\"next_cursor\":";
+
+/// What a page's cursors carry besides a position (CONTRACT.md §14): its listing (app,
+/// `log_type`, `level`) as a hash, its window, and the cursor it continues, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listing {
+    pub binding: u64,
+    pub window: Window,
+    pub after: Option<Position>,
+}
 
 /// At most this many compressed views are kept per page (a view per limit and coding).
 const MAX_ENCODED: usize = 12;
@@ -31,6 +43,15 @@ pub struct Page {
     ends: Vec<u32>,
     /// Each entry's timestamp (epoch ms), newest first like the entries.
     ts: Vec<i64>,
+    /// Each entry's tie (its place among rows of its millisecond).
+    tie: Vec<u64>,
+    /// The timestamp of the first row past the last entry, when the window holds one: the
+    /// page's last view has a `next_cursor`.
+    next_ts: Option<i64>,
+    listing: Listing,
+    /// Rows of its window can no longer arrive (CONTRACT.md §14): kept for
+    /// `cache.settled_ttl_seconds`, sent as `immutable`, never refreshed by its newest rows.
+    settled: bool,
     /// Where the first entry starts: the length of `{"app_id":...,"entries":[`.
     head: u32,
     /// The `limit` the query asked for.
@@ -83,15 +104,23 @@ impl Page {
         self.uses.fetch_add(old.uses() / 2, Ordering::Relaxed);
     }
 
-    /// Whether this page holds the answer for `limit`: it asked for at least as many rows,
-    /// or it got fewer than it asked for, which means the window holds no more.
+    /// Whether this page holds the answer for `limit`: it holds as many entries, or the
+    /// window holds no more.
     pub fn covers(&self, limit: u32) -> bool {
-        limit <= self.fetched_limit || !self.is_full()
+        limit as usize <= self.ends.len() || !self.is_full()
     }
 
-    /// Whether the query got as many rows as it asked for (the window may hold more).
+    /// Whether the window holds rows past the last entry.
     pub fn is_full(&self) -> bool {
-        self.ends.len() >= self.fetched_limit as usize
+        self.next_ts.is_some()
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.settled
+    }
+
+    pub fn listing(&self) -> &Listing {
+        &self.listing
     }
 
     pub fn fetched_limit(&self) -> u32 {
@@ -122,7 +151,7 @@ impl Page {
     }
 
     /// The body for `limit` (which the page must cover): the whole page when it fits,
-    /// else the first `limit` entries, copied once.
+    /// else the first `limit` entries and their `next_cursor`, copied once.
     pub fn view(&self, limit: u32) -> PageView {
         let k = limit as usize;
         if k >= self.ends.len() {
@@ -132,9 +161,10 @@ impl Page {
             };
         }
         let end = self.ends[k - 1] as usize;
-        let mut body = BytesMut::with_capacity(end + CLOSE.len());
+        let cursor = next_cursor(&self.ts, &self.tie, k, true, &self.listing);
+        let mut body = BytesMut::with_capacity(end + NEXT_CURSOR.len() + 80);
         body.put_slice(&self.body[..end]);
-        body.put_slice(CLOSE);
+        close(&mut body, cursor.as_deref());
         PageView {
             etag: etag_of(&body),
             body: body.freeze(),
@@ -196,6 +226,7 @@ impl Page {
         self.body.len()
             + self.ends.len() * 4
             + self.ts.len() * 8
+            + self.tie.len() * 8
             + self.etag.len()
             + compressed
             + std::mem::size_of::<Self>()
@@ -204,20 +235,21 @@ impl Page {
     /// A page of `body` as the builder or the fleet's form laid it out.
     fn assemble(
         body: Bytes,
-        ends: Vec<u32>,
-        ts: Vec<i64>,
-        head: u32,
-        fetched_limit: u32,
+        layout: Layout,
         fetched_at: Instant,
         full_at: Option<Instant>,
     ) -> Self {
         Page {
             etag: etag_of(&body),
             body,
-            ends,
-            ts,
-            head,
-            fetched_limit,
+            ends: layout.ends,
+            ts: layout.ts,
+            tie: layout.tie,
+            next_ts: layout.next_ts,
+            listing: layout.listing,
+            settled: layout.settled,
+            head: layout.head,
+            fetched_limit: layout.fetched_limit,
             fetched_at,
             full_at,
             encoded: Mutex::new(Vec::new()),
@@ -237,6 +269,63 @@ impl Page {
         let ends = self.ends[from..to].iter().map(move |e| e - start);
         (&self.body[start as usize..end as usize], ends)
     }
+}
+
+/// Where a page's entries lie in its body and what follows them.
+struct Layout {
+    ends: Vec<u32>,
+    ts: Vec<i64>,
+    tie: Vec<u64>,
+    next_ts: Option<i64>,
+    listing: Listing,
+    settled: bool,
+    head: u32,
+    fetched_limit: u32,
+}
+
+/// The `next_cursor` of the first `k` entries (of `ts` and `tie`), `more` telling whether
+/// the window holds rows past entry `k - 1`: none when it does not. Its position counts the
+/// exact copies of entry `k - 1` delivered so far (on this page, and before it when the
+/// page starts with more of them).
+fn next_cursor(ts: &[i64], tie: &[u64], k: usize, more: bool, listing: &Listing) -> Option<String> {
+    if k == 0 || !more {
+        return None;
+    }
+    let (last_ts, last_tie) = (ts[k - 1], tie[k - 1]);
+    let run = ts[..k]
+        .iter()
+        .zip(&tie[..k])
+        .rev()
+        .take_while(|(t, h)| **t == last_ts && **h == last_tie)
+        .count();
+    let before = listing
+        .after
+        .filter(|p| run == k && p.ts == last_ts && p.tie == last_tie)
+        .map_or(0, |p| p.dup);
+    let cursor = Cursor {
+        binding: listing.binding,
+        window: listing.window,
+        after: Position {
+            ts: last_ts,
+            tie: last_tie,
+            dup: before.saturating_add(run as u32),
+        },
+    };
+    Some(cursor.encode())
+}
+
+/// Ends the entries: `],"next_cursor":"<cursor>"}` or `],"next_cursor":null}`.
+fn close(out: &mut BytesMut, cursor: Option<&str>) {
+    out.put_slice(NEXT_CURSOR);
+    match cursor {
+        Some(c) => {
+            out.put_u8(b'"');
+            out.put_slice(c.as_bytes());
+            out.put_u8(b'"');
+        }
+        None => out.put_slice(b"null"),
+    }
+    out.put_u8(b'}');
 }
 
 /// The ETag of a compressed representation: the identity body's, with the coding added

@@ -53,7 +53,7 @@ fn every_prefix_is_valid_json_with_its_own_etag() {
 fn the_etag_comes_from_the_bytes_whichever_page_they_were_cut_from() {
     let rows: Vec<_> = (0..50).map(|i| row(1_764_340_548_123 - i, "m")).collect();
     let long = Page::from_runtime("a", &rows, 100, Instant::now());
-    let short = Page::from_runtime("a", &rows[..5], 5, Instant::now());
+    let short = Page::from_runtime("a", &rows[..6], 5, Instant::now());
     assert_eq!(long.view(5).body, short.view(5).body);
     assert_eq!(long.view(5).etag, short.view(5).etag);
     let refreshed = Page::from_runtime("a", &rows, 100, Instant::now());
@@ -89,14 +89,15 @@ fn a_compressed_view_is_made_once_counted_in_the_weight_and_tagged_per_coding() 
 
 #[test]
 fn a_full_page_covers_only_smaller_limits_and_a_short_page_covers_all() {
-    assert!(page(5, 5).covers(5) && page(5, 5).covers(1) && !page(5, 5).covers(6));
+    assert!(page(6, 5).covers(5) && page(6, 5).covers(1) && !page(6, 5).covers(6));
+    assert!(page(5, 5).covers(1000), "the window holds no sixth row");
     assert!(page(3, 5).covers(1000));
     assert!(page(0, 5).covers(1000));
 }
 
 #[test]
 fn a_shared_page_comes_back_byte_exact_and_damaged_bytes_are_refused() {
-    let p = page(5, 5);
+    let p = page(6, 5);
     let shared = Bytes::from(p.to_shared());
     let back = Page::from_shared(shared.clone(), p.fetched_at).unwrap();
     for k in [1, 3, 5, 1000] {
@@ -126,16 +127,20 @@ fn messages_are_cut_to_2000_characters_not_bytes() {
 fn a_refresh_goes_on_with_the_older_entries_byte_for_byte_and_the_fleet_keeps_its_full_age() {
     let rows: Vec<_> = (0..10).map(|i| row(1_000_000 - i * 10, "m")).collect();
     let full_at = Instant::now() - std::time::Duration::from_secs(7);
+    let listing = Listing::recent("a");
     let old = {
-        let mut b = PageBuilder::new("a", LogType::Runtime, 10);
-        rows.iter()
-            .for_each(|r| b.entry(r.timestamp_ms, &r.as_entry()));
+        let mut b = PageBuilder::new("a", LogType::Runtime, 10, listing);
+        for r in &rows {
+            let e = r.as_entry();
+            b.entry(r.timestamp_ms, e.tie, &e);
+        }
         b.finish(full_at)
     };
     // Two new rows, then the old entries before 999_960 still at or after 999_930.
-    let mut b = PageBuilder::new("a", LogType::Runtime, 10);
+    let mut b = PageBuilder::new("a", LogType::Runtime, 10, listing);
     for ts in [1_000_050, 1_000_040] {
-        b.entry(ts, &row(ts, "new").as_entry());
+        let r = row(ts, "new");
+        b.entry(ts, r.as_entry().tie, &r.as_entry());
     }
     b.extend_older(&old, 999_960, 999_930);
     let merged = b.finish_merged(Instant::now(), old.full_at());
@@ -143,7 +148,13 @@ fn a_refresh_goes_on_with_the_older_entries_byte_for_byte_and_the_fleet_keeps_it
         .into_iter()
         .chain(rows[5..8].iter().cloned())
         .collect();
-    let direct = Page::from_runtime("a", &expected, 10, Instant::now());
+    let direct = {
+        let mut b = PageBuilder::new("a", LogType::Runtime, 10, listing);
+        for r in &expected {
+            b.entry(r.timestamp_ms, r.as_entry().tie, &r.as_entry());
+        }
+        b.finish(Instant::now())
+    };
     assert_eq!(merged.view(10).body, direct.view(10).body);
     assert_eq!(merged.count_since(999_950), 3);
     assert_eq!(merged.full_at(), Some(full_at));

@@ -8,13 +8,11 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use crate::cache::{FetchError, Fetched, Origin, Owner, Refresh};
-use crate::clickhouse::{ChClient, QueryError};
+use crate::clickhouse::{Bounds, ChClient, QueryError};
 use crate::config::CacheSettings;
 use crate::domain::LogQuery;
-use crate::page::{Page, PageBuilder};
+use crate::page::{Listing, Page, PageBuilder};
 use crate::slots::Claimant;
-
-const MS_PER_HOUR: i64 = 3_600_000;
 
 /// A refresh by the newest rows: query the rows at or after `since_ms` (at most `limit`),
 /// then go on with `old`'s entries before `cut_ms`.
@@ -32,7 +30,7 @@ impl<'a> Delta<'a> {
     fn plan(old: &'a Page, limit: u32, window_ms: i64, delta: &CacheSettings) -> Option<Self> {
         let max_age = Duration::from_secs(delta.delta_max_age_seconds);
         let young = old.full_at()?.elapsed() < max_age;
-        if !delta.delta_refresh || !young || !old.covers(limit) {
+        if !delta.delta_refresh || !young || !old.covers(limit) || old.is_settled() {
             return None;
         }
         let overlap = i64::try_from(delta.delta_overlap_ms).unwrap_or(i64::MAX);
@@ -56,12 +54,18 @@ impl<'a> Delta<'a> {
     /// the cut are the first rows there (it took the first rows of the whole window), as long
     /// as no row at or after the cut went missing: the query found at least as many as the
     /// old page held there.
+    ///
+    /// When the merge holds just what the old page held, it keeps the old page's window,
+    /// and so its `next_cursor`, body and ETag (a client's `If-None-Match` still matches).
     fn merge(&self, mut fresh: PageBuilder, window_ms: i64) -> Option<Page> {
         let held = self.old.count_since(self.since_ms);
         if fresh.len() < held {
             return None;
         }
         fresh.extend_older(self.old, self.cut_ms, window_ms);
+        if fresh.same_entries_as(self.old) {
+            fresh.keep_listing(*self.old.listing());
+        }
         Some(fresh.finish_merged(Instant::now(), self.old.full_at()))
     }
 }
@@ -125,22 +129,42 @@ impl Core {
             .observe(queued.elapsed().as_secs_f64());
         let _slot = waited.map_err(|_| FetchError::Overloaded)?;
 
-        let window_ms =
-            chrono::Utc::now().timestamp_millis() - i64::from(q.key.hours) * MS_PER_HOUR;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let window = q.key.window(now_ms);
         let live = self.live.load();
-        let delta = previous.and_then(|old| Delta::plan(old, q.limit, window_ms, &live.cache));
+        let settled_ms = live.cache.settled_after_seconds.saturating_mul(1000) as i64;
+        let listing = Listing {
+            binding: q.key.binding(),
+            window,
+            after: q.key.after,
+        };
+        // Only a first page whose window reaches now gains newest rows (§11).
+        let delta = previous
+            .filter(|_| q.key.moves())
+            .and_then(|old| Delta::plan(old, q.limit, window.start_ms, &live.cache));
         if let Some(delta) = delta {
+            let bounds = Bounds {
+                start_ms: delta.since_ms,
+                end_ms: None,
+                after: None,
+            };
             let fresh = self
-                .run(&claimant, q, delta.since_ms, delta.limit, request_id)
+                .run(&claimant, q, bounds, delta.limit, listing, request_id)
                 .await?;
-            if let Some(page) = delta.merge(fresh, window_ms) {
+            if let Some(page) = delta.merge(fresh, window.start_ms) {
                 self.count_refresh(Refresh::Delta);
                 return Ok(page);
             }
         }
+        let bounds = Bounds {
+            start_ms: window.start_ms,
+            end_ms: window.end_ms,
+            after: q.key.after,
+        };
         let page = self
-            .run(&claimant, q, window_ms, q.limit, request_id)
+            .run(&claimant, q, bounds, q.limit, listing, request_id)
             .await?
+            .settled(q.key.settled(now_ms, settled_ms))
             .finish(Instant::now());
         if previous.is_some() {
             self.count_refresh(Refresh::Full);
@@ -153,13 +177,14 @@ impl Core {
     }
 
     /// One query on a replica of the app's shard (retried or hedged there at most once):
-    /// the newest `limit` rows of the app at or after `since_ms`, built into a page.
+    /// the first `limit` rows of the app in `bounds`, built into a page of `listing`.
     async fn run(
         &self,
         claimant: &Claimant,
         q: &LogQuery,
-        since_ms: i64,
+        bounds: Bounds,
         limit: u32,
+        listing: Listing,
         request_id: &str,
     ) -> Result<PageBuilder, QueryError> {
         // Unique on the server even when a client reuses its request id, on one process or
@@ -170,8 +195,9 @@ impl Core {
         // A retry or hedge takes a slot too, if one is free within the same caps.
         let extra_slot = || self.slots.try_acquire(claimant);
         let attempt = |ch: ChClient, query_id: String| async move {
-            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, limit);
-            ch.logs(q, since_ms, limit, &query_id, &mut page).await?;
+            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, limit, listing);
+            let rows = page.rows_to_ask();
+            ch.logs(q, &bounds, rows, &query_id, &mut page).await?;
             Ok(page)
         };
         let replicas = self.shards.for_app(&q.key.app_id);
@@ -203,24 +229,29 @@ mod tests {
     use crate::clickhouse::RuntimeRow;
     use crate::domain::LogType;
 
-    /// What `RUNTIME_LOGS` returns: rows at or after `since_ms`, newest first, ties in the
-    /// order of the other columns, at most `limit`, into a builder.
-    fn query(rows: &[RuntimeRow], since_ms: i64, limit: u32) -> PageBuilder {
+    /// What `RUNTIME_LOGS` returns: rows at or after `since_ms`, newest first, ties by their
+    /// tie and then the other columns, at most `limit` and one more, into a builder of the
+    /// listing of the window that starts at `window_ms`.
+    fn query(rows: &[RuntimeRow], since_ms: i64, limit: u32, window_ms: i64) -> PageBuilder {
         let mut found: Vec<&RuntimeRow> =
             rows.iter().filter(|r| r.timestamp_ms >= since_ms).collect();
-        found.sort_by(|a, b| {
-            b.timestamp_ms.cmp(&a.timestamp_ms).then_with(|| {
-                (&a.level, &a.message, &a.route_path, &a.request_id).cmp(&(
-                    &b.level,
-                    &b.message,
-                    &b.route_path,
-                    &b.request_id,
-                ))
-            })
+        found.sort_by_key(|r| {
+            let c = (&r.level, &r.message, &r.route_path, &r.request_id);
+            let columns = (c.0.clone(), c.1.clone(), c.2.clone(), c.3.clone());
+            (std::cmp::Reverse(r.timestamp_ms), r.as_entry().tie, columns)
         });
-        let mut page = PageBuilder::new("app", LogType::Runtime, limit);
-        for row in found.into_iter().take(limit as usize) {
-            page.entry(row.timestamp_ms, &row.as_entry());
+        let listing = Listing {
+            binding: 0,
+            window: crate::domain::Window {
+                start_ms: window_ms,
+                end_ms: None,
+            },
+            after: None,
+        };
+        let mut page = PageBuilder::new("app", LogType::Runtime, limit, listing);
+        for row in found.into_iter().take(limit as usize + 1) {
+            let e = row.as_entry();
+            page.entry(row.timestamp_ms, e.tie, &e);
         }
         page
     }
@@ -256,7 +287,7 @@ mod tests {
                     row(&mut rng, ts)
                 })
                 .collect();
-            let mut page = query(&rows, now - hour, limit).finish(Instant::now());
+            let mut page = query(&rows, now - hour, limit, now - hour).finish(Instant::now());
             let mut merged = 0;
             for _ in 0..60 {
                 now += rng.random_range(1_000..120_000);
@@ -277,10 +308,10 @@ mod tests {
                     rows.push(recent[rng.random_range(0..recent.len())].clone());
                 }
                 let window = now - hour;
-                let full = query(&rows, window, limit).finish(Instant::now());
+                let full = query(&rows, window, limit, window).finish(Instant::now());
                 let delta =
                     Delta::plan(&page, limit, window, &settings(overlap as u64)).expect("a delta");
-                let fresh = query(&rows, delta.since_ms, delta.limit);
+                let fresh = query(&rows, delta.since_ms, delta.limit, window);
                 if let Some(next) = delta.merge(fresh, window) {
                     assert_eq!(
                         next.view(limit).body,
@@ -300,8 +331,8 @@ mod tests {
     #[test]
     fn no_delta_for_an_old_page_a_page_that_cannot_cover_the_limit_or_with_delta_off() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
-        let rows: Vec<_> = (0..10).map(|i| row(&mut rng, 1_000_000 - i)).collect();
-        let full = query(&rows, 0, 10).finish(Instant::now());
+        let rows: Vec<_> = (0..11).map(|i| row(&mut rng, 1_000_000 - i)).collect();
+        let full = query(&rows, 0, 10, 0).finish(Instant::now());
         assert!(Delta::plan(&full, 10, 0, &settings(1000)).is_some());
         assert!(
             Delta::plan(&full, 11, 0, &settings(1000)).is_none(),
@@ -312,12 +343,12 @@ mod tests {
             ..settings(1000)
         };
         assert!(Delta::plan(&full, 10, 0, &off).is_none());
-        let old = query(&rows, 0, 10).finish(Instant::now() - Duration::from_secs(301));
+        let old = query(&rows, 0, 10, 0).finish(Instant::now() - Duration::from_secs(301));
         assert!(
             Delta::plan(&old, 10, 0, &settings(1000)).is_none(),
             "past delta_max_age_seconds"
         );
-        let empty = query(&[], 0, 10).finish(Instant::now());
+        let empty = query(&[], 0, 10, 0).finish(Instant::now());
         assert!(Delta::plan(&empty, 10, 0, &settings(1000)).is_none());
     }
 
@@ -327,10 +358,10 @@ mod tests {
         let rows: Vec<_> = (0..10)
             .map(|i| row(&mut rng, 1_000_000 - i * 100))
             .collect();
-        let page = query(&rows, 0, 10).finish(Instant::now());
+        let page = query(&rows, 0, 10, 0).finish(Instant::now());
         let delta = Delta::plan(&page, 10, 0, &settings(500)).unwrap();
         // Rows at or after the cut went missing (deleted): the merge cannot be proven.
-        let fresh = query(&rows[1..], delta.since_ms, delta.limit);
+        let fresh = query(&rows[1..], delta.since_ms, delta.limit, 0);
         assert!(delta.merge(fresh, 0).is_none());
     }
 }

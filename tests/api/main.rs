@@ -19,6 +19,7 @@ mod limits;
 mod log_output;
 mod logs_data;
 mod operations;
+mod paging;
 mod recovery;
 mod replicas;
 mod shards;

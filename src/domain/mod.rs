@@ -1,9 +1,17 @@
 //! What a request means: log types, the app id rule, the normalized query and its key.
 //! Everything above (HTTP) parses into these types; nothing here knows about HTTP.
 
+mod cursor;
+mod instant;
+
 use std::sync::Arc;
 
 use serde::Serialize;
+
+pub use cursor::{binding, Cursor, Position, Window, MAX_WINDOW_MS};
+pub use instant::{parse_instant, rfc3339_ms};
+
+const MS_PER_HOUR: i64 = 3_600_000;
 
 /// Which table a request reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -49,10 +57,52 @@ pub fn is_valid_app_id(app_id: &str) -> bool {
 pub struct QueryKey {
     pub app_id: Arc<str>,
     pub log_type: LogType,
+    /// The moving window's length, without `range`; 0 with it.
     pub hours: u32,
     /// Lower case, `warning` folded into `warn`; always `None` for `requests` (checked, but
     /// it filters nothing there).
     pub level: Option<Arc<str>>,
+    /// An absolute window (`start`, `end` or a cursor's, CONTRACT.md §14); `None`: the last
+    /// `hours` up to now.
+    pub range: Option<Window>,
+    /// A cursor's position: the page holds what comes after it.
+    pub after: Option<Position>,
+}
+
+impl QueryKey {
+    /// The window at `now_ms`: the absolute one, or the last `hours`.
+    pub fn window(&self, now_ms: i64) -> Window {
+        self.range.unwrap_or(Window {
+            start_ms: now_ms.saturating_sub(i64::from(self.hours) * MS_PER_HOUR),
+            end_ms: None,
+        })
+    }
+
+    /// What this key's cursors are bound to.
+    pub fn binding(&self) -> u64 {
+        binding(&self.app_id, self.log_type, self.level.as_deref())
+    }
+
+    /// Whether a page of this key may be refreshed by its newest rows (§11): a first page
+    /// whose window reaches now.
+    pub fn moves(&self) -> bool {
+        self.after.is_none() && self.range.is_none_or(|w| w.end_ms.is_none())
+    }
+
+    /// Whether rows of this key's page can no longer arrive at `now_ms`: everything it may
+    /// hold (up to its window's end, or its cursor's position) is older than `settled_ms`.
+    pub fn settled(&self, now_ms: i64, settled_ms: i64) -> bool {
+        let end = self.range.and_then(|w| w.end_ms);
+        let after = self.after.map(|p| p.ts.saturating_add(1));
+        let newest = match (end, after) {
+            (Some(e), Some(a)) => e.min(a),
+            (e, a) => match e.or(a) {
+                Some(bound) => bound,
+                None => return false,
+            },
+        };
+        newest <= now_ms.saturating_sub(settled_ms)
+    }
 }
 
 /// A validated request for one app's logs. Two requests that mean the same thing are equal.
@@ -92,14 +142,19 @@ pub struct RawQuery<'q> {
     pub hours: Option<&'q str>,
     pub level: Option<&'q str>,
     pub limit: Option<&'q str>,
+    pub start: Option<&'q str>,
+    pub end: Option<&'q str>,
+    pub cursor: Option<&'q str>,
 }
 
-/// Why one integer parameter was refused.
+/// Why one parameter was refused with 422.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntRule {
     NotAnInteger,
     Below(i64),
     Above(i64),
+    /// Not a date-time (`start`, `end`), with pydantic's reason.
+    NotADatetime(&'static str),
 }
 
 /// One refused integer parameter.
@@ -120,20 +175,42 @@ pub enum InvalidQuery {
     LogType { value: String },
     #[error("invalid level")]
     Level { value: String, allowed: Vec<String> },
+    /// `start >= end`, or a window longer than 168 hours (RFC 3339 texts of both bounds).
+    #[error("invalid time range")]
+    TimeRange { start: String, end: String },
+    /// A cursor that cannot be read, was altered, or is another listing's.
+    #[error("invalid cursor")]
+    Cursor,
 }
 
 impl LogQuery {
-    /// The normalized query. Integer problems (every one listed) come before enumerated
-    /// values, as the contract orders them; of those, `log_type` (what is asked for) comes
-    /// before `level` (how it is filtered).
+    /// The normalized query at `now_ms`. Parameter problems (every one listed) come before
+    /// enumerated values, as the contract orders them; of those, `log_type` (what is asked
+    /// for) comes before `level` (how it is filtered); then the window or the cursor
+    /// (CONTRACT.md §14). With a cursor, `start`, `end` and `hours` are ignored.
     pub fn new(
         app_id: Arc<str>,
         raw: RawQuery<'_>,
         allowed_levels: &[String],
+        now_ms: i64,
     ) -> Result<LogQuery, InvalidQuery> {
         let mut problems = Vec::new();
         let hours = HOURS.read(raw.hours, &mut problems);
         let limit = LIMIT.read(raw.limit, &mut problems);
+        let paged = raw.cursor.is_some_and(|c| !c.is_empty());
+        let mut instant = |name, text: Option<&str>| match text {
+            Some(text) if !paged => parse_instant(text)
+                .map_err(|reason| {
+                    problems.push(FieldProblem {
+                        name,
+                        input: text.into(),
+                        rule: IntRule::NotADatetime(reason),
+                    })
+                })
+                .ok(),
+            _ => None,
+        };
+        let (start, end) = (instant("start", raw.start), instant("end", raw.end));
         if !problems.is_empty() {
             return Err(InvalidQuery::Fields(problems));
         }
@@ -150,13 +227,37 @@ impl LogQuery {
             Some(v) => Some(normalize_level(v, allowed_levels)?),
         };
         let level = level.filter(|_| log_type == LogType::Runtime);
+        let mut key = QueryKey {
+            app_id,
+            log_type,
+            hours: hours as u32,
+            level,
+            range: None,
+            after: None,
+        };
+        if let Some(text) = raw.cursor.filter(|_| paged) {
+            let cursor = Cursor::decode(text).ok_or(InvalidQuery::Cursor)?;
+            if cursor.binding != key.binding() {
+                return Err(InvalidQuery::Cursor);
+            }
+            (key.hours, key.range, key.after) = (0, Some(cursor.window), Some(cursor.after));
+        } else if start.is_some() || end.is_some() {
+            let until = end.unwrap_or(now_ms);
+            let start_ms = start.unwrap_or(until.saturating_sub(hours * MS_PER_HOUR));
+            if start_ms >= until || until.saturating_sub(start_ms) > MAX_WINDOW_MS {
+                return Err(InvalidQuery::TimeRange {
+                    start: rfc3339_ms(start_ms),
+                    end: rfc3339_ms(until),
+                });
+            }
+            key.hours = 0;
+            key.range = Some(Window {
+                start_ms,
+                end_ms: end,
+            });
+        }
         Ok(LogQuery {
-            key: QueryKey {
-                app_id,
-                log_type,
-                hours: hours as u32,
-                level,
-            },
+            key,
             limit: limit as u32,
         })
     }
@@ -237,11 +338,16 @@ mod tests {
                 "hours" => raw.hours = Some(v),
                 "level" => raw.level = Some(v),
                 "limit" => raw.limit = Some(v),
+                "start" => raw.start = Some(v),
+                "end" => raw.end = Some(v),
+                "cursor" => raw.cursor = Some(v),
                 _ => {}
             }
         }
-        LogQuery::new("app".into(), raw, &levels())
+        LogQuery::new("app".into(), raw, &levels(), NOW)
     }
+
+    const NOW: i64 = 1_765_000_000_000;
 
     fn problems(q: &str) -> Vec<(&'static str, IntRule)> {
         match parse(q) {
