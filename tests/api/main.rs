@@ -16,6 +16,7 @@ mod fleet;
 mod helpers;
 mod limits;
 mod logs_data;
+mod memory;
 mod operations;
 mod recovery;
 mod replicas;

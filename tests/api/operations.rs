@@ -99,7 +99,7 @@ fn served_config(port: u16, rest: &str) -> String {
 }
 
 /// The `[clickhouse]` section of a test's database (and optional runtime table).
-fn clickhouse_section(database: &str, runtime_table: &str) -> String {
+pub(crate) fn clickhouse_section(database: &str, runtime_table: &str) -> String {
     format!(
         "[clickhouse]\nurl = \"{}\"\ndatabase = \"{database}\"\nruntime_table = \"{runtime_table}\"\n",
         clickhouse_url()
