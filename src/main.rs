@@ -1,6 +1,6 @@
 //! The `logproxy` binary: parse the command line, start telemetry, run.
 
-use std::ffi::{c_int, c_long, c_ulong};
+use std::ffi::{c_int, c_long};
 use std::process::ExitCode;
 
 use clap::Parser as _;
@@ -13,12 +13,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// mimalloc's `mi_option_purge_delay` (a stable value of its `mi_option_t`).
 const MI_OPTION_PURGE_DELAY: c_int = 15;
-/// Linux's `PR_SET_THP_DISABLE`.
-const PR_SET_THP_DISABLE: c_int = 41;
 
 extern "C" {
     fn mi_option_set(option: c_int, value: c_long);
-    fn prctl(option: c_int, ...) -> c_int;
 }
 
 /// Memory that follows the cache budget (issue 26, benches/README.md scenario n): freed
@@ -30,6 +27,17 @@ fn tune_allocator() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets an option mimalloc reads atomically; any value is valid.
         unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
+    }
+    #[cfg(target_os = "linux")]
+    disable_transparent_huge_pages();
+}
+
+#[cfg(target_os = "linux")]
+fn disable_transparent_huge_pages() {
+    use std::ffi::c_ulong;
+    const PR_SET_THP_DISABLE: c_int = 41;
+    extern "C" {
+        fn prctl(option: c_int, ...) -> c_int;
     }
     // SAFETY: a flag of this process's memory map; failing (an old kernel) changes nothing.
     unsafe {
