@@ -10,8 +10,9 @@ use crate::helpers::*;
 use crate::operations::{clickhouse_section, Served};
 
 const BUDGET_MIB: u64 = 32;
-/// 100 entries of high-entropy text a page, ~40 KB, ~130 KB with its three compressed
-/// views: 400 apps hold about 50 MiB, more than the budget, so it fills and evicts.
+/// 100 entries of high-entropy text a page, ~40 KB, ~115 KB as the cache weighs it with its
+/// three compressed views (~22 KB each): 400 apps ask about 45 MiB, more than the budget,
+/// so it fills and evicts.
 const APPS: u32 = 400;
 const ROWS: u32 = 100;
 const MESSAGE_CHARS: usize = 280;
