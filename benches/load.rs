@@ -940,6 +940,8 @@ async fn many_apps_pinned() {
 mod delta;
 #[path = "load/fleet.rs"]
 mod fleet;
+#[path = "load/memory.rs"]
+mod memory;
 #[path = "load/shards.rs"]
 mod shards;
 #[path = "load/tenants.rs"]
@@ -967,6 +969,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "shards") {
         return shards::routing_vs_distributed().await;
+    }
+    if std::env::args().any(|a| a == "memory") {
+        return memory::memory_vs_budget().await;
     }
     if std::env::args().any(|a| a == "tenants") {
         return tenants::noisy_neighbour().await;

@@ -48,7 +48,10 @@ impl Coding {
                 out = zstd::bulk::compress(body, 3).expect("compressing into memory");
             }
         }
-        out.into()
+        // An exact-size copy: the buffer grew by doubling (or, for zstd, was sized for
+        // the worst case) and may hold nearly twice the compressed length; `Bytes::from`
+        // would keep all of it, and the cache weighs a view by its length.
+        Bytes::copy_from_slice(&out)
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod builder;
 mod shared;
+mod weight;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -214,22 +215,6 @@ impl Page {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         *self.encoded.lock().unwrap_or_else(|e| e.into_inner()) = views;
-    }
-
-    /// Bytes this page holds, compressed views included, as the cache weighs it.
-    pub fn weight(&self) -> usize {
-        let encoded = self.encoded.lock().unwrap_or_else(|e| e.into_inner());
-        let compressed: usize = encoded
-            .iter()
-            .map(|(_, _, v)| v.body.len() + v.etag.len())
-            .sum();
-        self.body.len()
-            + self.ends.len() * 4
-            + self.ts.len() * 8
-            + self.tie.len() * 8
-            + self.etag.len()
-            + compressed
-            + std::mem::size_of::<Self>()
     }
 
     /// A page of `body` as the builder or the fleet's form laid it out.

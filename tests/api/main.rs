@@ -18,6 +18,7 @@ mod helpers;
 mod limits;
 mod log_output;
 mod logs_data;
+mod memory;
 mod operations;
 mod paging;
 mod recovery;

@@ -133,6 +133,24 @@ pub fn rss_bytes(pid: u32) -> u64 {
     kib * 1024
 }
 
+/// `len` characters of letters and digits, nearly 6 bits of entropy each (the compressors
+/// keep about three quarters of them): log text that compresses badly, as some real logs do.
+/// The same `seed` gives the same text.
+pub fn high_entropy_text(len: usize, seed: u64) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    // splitmix64: enough for text no compressor should find patterns in.
+    let mut state = seed;
+    (0..len)
+        .map(|_| {
+            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            ALPHABET[((z ^ (z >> 31)) % ALPHABET.len() as u64) as usize] as char
+        })
+        .collect()
+}
+
 /// A `redis-server` of the caller's own (Debian's package), on a loopback port with no
 /// persistence, stopped when dropped. `stop` and `start` again keep the port.
 pub struct RedisServer {
