@@ -942,6 +942,8 @@ mod delta;
 mod fleet;
 #[path = "load/memory.rs"]
 mod memory;
+#[path = "load/paging.rs"]
+mod paging;
 #[path = "load/shards.rs"]
 mod shards;
 #[path = "load/tenants.rs"]
@@ -972,6 +974,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "memory") {
         return memory::memory_vs_budget().await;
+    }
+    if std::env::args().any(|a| a == "paging") {
+        return paging::paging_a_week().await;
     }
     if std::env::args().any(|a| a == "tenants") {
         return tenants::noisy_neighbour().await;

@@ -12,7 +12,7 @@ import traceback
 import typing
 
 BASE_URL, KEY = sys.argv[1:3]
-QUERY = ("log_type", "hours", "level", "limit")
+QUERY = ("log_type", "hours", "level", "limit", "start", "end", "cursor")
 CASES = []
 
 
@@ -103,6 +103,36 @@ def a_429_once_the_apps_burst_is_spent():
     refused = next(r for r in responses if r.status_code == 429)
     assert error_code(refused) == "rate_limited", refused.content
     assert int(refused.headers["retry-after"]) >= 1, refused.headers
+
+
+@case
+def next_cursor_pages_through_a_window_to_what_one_request_of_it_holds():
+    """The window's entries, 7 a page through the client's `cursor` argument, are one
+    request's of the same window."""
+    import datetime
+
+    from logproxy_client.models import AppLogsResponse, LogType
+
+    end = datetime.datetime.now(datetime.timezone.utc)
+    start = end - datetime.timedelta(hours=3)
+    window = {"log_type": LogType.RUNTIME, "start": start, "end": end}
+    whole = get_logs("demo-app-1", limit=1000, **window).parsed
+    assert isinstance(whole, AppLogsResponse) and whole.next_cursor is None, whole
+    paged, cursor, pages = [], None, 0
+    while True:
+        query = dict(window, limit=7) if cursor is None else {"cursor": cursor, "limit": 7}
+        page = get_logs("demo-app-1", **query).parsed
+        assert isinstance(page, AppLogsResponse), page
+        paged.extend(page.entries)
+        pages += 1
+        if page.next_cursor is None:
+            break
+        cursor = page.next_cursor
+    assert pages > 1 and [e.to_dict() for e in paged] == [e.to_dict() for e in whole.entries], (
+        pages,
+        len(paged),
+        len(whole.entries),
+    )
 
 
 failed = 0

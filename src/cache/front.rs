@@ -2,7 +2,7 @@
 
 use std::sync::{Arc, Weak};
 
-use crate::domain::{LogType, QueryKey};
+use crate::domain::{LogType, Position, QueryKey, Window};
 use crate::page::Page;
 
 /// Keys an actor's `Front` remembers: an app asks for a few variants at most.
@@ -31,12 +31,19 @@ struct FrontSlot {
     log_type: LogType,
     hours: u32,
     level: Option<Arc<str>>,
+    range: Option<Window>,
+    after: Option<Position>,
     page: Weak<Page>,
 }
 
 impl FrontSlot {
+    /// Whether this slot is `key`'s: everything of the key but the app (the actor's own).
     fn is(&self, key: &QueryKey) -> bool {
-        self.log_type == key.log_type && self.hours == key.hours && self.level == key.level
+        self.log_type == key.log_type
+            && self.hours == key.hours
+            && self.level == key.level
+            && self.range == key.range
+            && self.after == key.after
     }
 }
 
@@ -59,6 +66,8 @@ impl Front {
             log_type: key.log_type,
             hours: key.hours,
             level: key.level.clone(),
+            range: key.range,
+            after: key.after,
             page,
         });
         self.next = (self.next + 1) % FRONT_SLOTS;

@@ -675,3 +675,36 @@ async fn a_hung_shards_misses_give_back_their_query_slots_once_its_probes_find_i
     }
     assert_eq!(after, 0.0, "slots held once the shard is known down");
 }
+
+#[actix_web::test]
+async fn on_a_cluster_a_cursor_page_is_one_query_on_its_apps_shard_only() {
+    // Arrange: 12 apps over the cluster, six rows each.
+    let Arranged {
+        servers,
+        settings,
+        app,
+        landed,
+        ..
+    } = arranged(12, "paged", |_| {}).await;
+
+    for apps in &landed {
+        // Act: an app's first page of two, then the page its next_cursor names.
+        let app_id = &apps[0];
+        let first = body_json(app.get(app_id, "hours=2&limit=2").await).await;
+        let cursor = first["next_cursor"].as_str().expect("six rows, two a page");
+        let prefix = unique_prefix("cursor");
+        let query = format!("cursor={cursor}&limit=2");
+        let next = app
+            .get_with_id(app_id, &query, &format!("{prefix}-1"))
+            .await;
+
+        // Assert: the next two entries, from one query on the app's own shard (counted by
+        // initial_query_id on both servers, so a Distributed query would show).
+        assert_eq!(next.status(), StatusCode::OK);
+        let next = body_json(next).await;
+        assert_eq!(next["entries"].as_array().unwrap().len(), 2);
+        assert_ne!(next["entries"][0], first["entries"][0]);
+        let ran = queries_of(&settings, &servers, &landed, app_id, &prefix).await;
+        assert_eq!(ran, (1, 0), "{app_id}: (its shard, the other)");
+    }
+}
