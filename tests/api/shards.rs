@@ -89,6 +89,10 @@ async fn apps_on(settings: &Settings, servers: &[OwnClickHouse; 2]) -> [Vec<Stri
 }
 
 /// Queries whose id starts with `prefix` on each server: (on `app`'s home, on the other).
+/// Counted by `initial_query_id` (`count_queries`), so a miss read through the Distributed
+/// table instead of the home shard's `<table>_local` shows on the other server too: with
+/// that change made to `ChClient::logs`, every test asserting `(n, 0)` here failed with
+/// `(n, n)`.
 async fn queries_of(
     settings: &Settings,
     servers: &[OwnClickHouse; 2],
