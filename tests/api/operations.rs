@@ -184,8 +184,10 @@ async fn sigint_lets_in_flight_requests_finish_turns_readyz_503_and_exits_0() {
     slow_requests_finish_and_readyz_turns_503_on("INT").await;
 }
 
+// In the serial group (`serial_`, run alone by scripts/test.sh): the new key must work
+// within 1 s of SIGHUP, which a neighbouring test's CPU burst on 2 cores would blur.
 #[actix_web::test]
-async fn sighup_reloads_keys_limits_and_levels_and_an_invalid_file_changes_nothing() {
+async fn serial_sighup_reloads_keys_limits_and_levels_and_an_invalid_file_changes_nothing() {
     let settings = test_settings();
     migrate(&settings).await;
     let ch = clickhouse_section(&settings.clickhouse.database, "canvas_app_logs");
@@ -282,8 +284,11 @@ async fn sighup_reloads_keys_limits_and_levels_and_an_invalid_file_changes_nothi
     );
 }
 
+// In the serial group (`serial_`, run alone by scripts/test.sh): the reload must apply
+// within 2 s of SIGHUP. Beside other tests on 2 cores that bound was loosened to 10 s
+// (3415ed4); alone, 2 s holds again.
 #[actix_web::test]
-async fn sighup_gives_added_tenants_their_share_and_slots_and_drops_removed_tenants_and_their_pages(
+async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_removed_tenants_and_their_pages(
 ) {
     let settings = test_settings();
     migrate(&settings).await;
@@ -335,8 +340,8 @@ async fn sighup_gives_added_tenants_their_share_and_slots_and_drops_removed_tena
             break text;
         }
         assert!(
-            reloaded.elapsed() < Duration::from_secs(10),
-            "the reload applies"
+            reloaded.elapsed() < Duration::from_secs(2),
+            "the reload applies within 2 s"
         );
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     };
