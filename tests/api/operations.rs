@@ -504,14 +504,22 @@ async fn metrics_show_the_process_the_build_query_slots_overloads_and_reloads_fr
     assert!(metric_value(&text, "process_resident_memory_bytes") > 1e6);
 }
 
+/// What one pipelining connection did: the bytes the server's socket took, and how its last
+/// write ended.
+pub(crate) struct Abuse {
+    pub(crate) written: u64,
+    pub(crate) ended: std::io::Result<()>,
+}
+
 /// Opens `count` connections that pipeline `GET path` as fast as the server takes them and
-/// never read an answer, until `stop`; each thread ends with how its last write ended.
+/// never read an answer, until `stop`. A thread whose connection is refused panics, so that
+/// `abuse_of` fails a test whose abusers never reached the server.
 pub(crate) fn pipelining_abusers(
     base: &str,
     path: &str,
     count: usize,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Vec<std::thread::JoinHandle<std::io::Result<()>>> {
+) -> Vec<std::thread::JoinHandle<Abuse>> {
     use std::io::Write as _;
     let addr = base.trim_start_matches("http://").to_owned();
     let request = format!("GET {path} HTTP/1.1\r\nHost: abuser\r\n\r\n").repeat(64);
@@ -519,20 +527,66 @@ pub(crate) fn pipelining_abusers(
         .map(|_| {
             let (addr, request, stop) = (addr.clone(), request.clone(), stop.clone());
             std::thread::spawn(move || {
-                let mut conn = std::net::TcpStream::connect(&addr)?;
-                conn.set_write_timeout(Some(Duration::from_millis(100)))?;
+                let mut conn = std::net::TcpStream::connect(&addr).expect("an abuser connects");
+                conn.set_write_timeout(Some(Duration::from_millis(100)))
+                    .unwrap();
+                let mut written = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     match conn.write(request.as_bytes()) {
-                        Ok(_) => {}
+                        Ok(n) => written += n as u64,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            return Abuse {
+                                written,
+                                ended: Err(e),
+                            }
+                        }
                     }
                 }
-                Ok(())
+                Abuse {
+                    written,
+                    ended: Ok(()),
+                }
             })
         })
         .collect()
+}
+
+/// Stops the abusers and asserts that each one connected and that the server took at least a
+/// whole request from it; what each did.
+pub(crate) fn abuse_of(
+    abusers: Vec<std::thread::JoinHandle<Abuse>>,
+    stop: &std::sync::atomic::AtomicBool,
+    request_bytes: usize,
+) -> Vec<Abuse> {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done: Vec<Abuse> = abusers
+        .into_iter()
+        .map(|a| a.join().expect("an abuser connected"))
+        .collect();
+    for (i, abuse) in done.iter().enumerate() {
+        assert!(
+            abuse.written >= request_bytes as u64,
+            "abuser {i} got {} bytes into the server, less than one request",
+            abuse.written
+        );
+    }
+    done
+}
+
+/// HTTP answers the service at `base` has counted (`logproxy_http_requests_total`, every
+/// route and status).
+pub(crate) async fn answers_counted(http: &reqwest::Client, base: &str) -> f64 {
+    let text = get(http, &format!("{base}/metrics"), None)
+        .await
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("logproxy_http_requests_total{"))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum()
 }
 
 #[actix_web::test]
@@ -548,24 +602,30 @@ async fn connections_that_pipeline_without_reading_cost_a_fixed_amount_and_other
     for _ in 0..50 {
         get(&http, &format!("{}/openapi.json", served.base), None).await;
     }
+    let answered_before = answers_counted(&http, &served.base).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let abusers = pipelining_abusers(&served.base, "/openapi.json", 4, stop.clone());
     // The first second answers what fits in the sockets' buffers, as for any client.
     actix_web::rt::time::sleep(Duration::from_secs(1)).await;
     let (cpu_before, rss_before) = (cpu_seconds(pid), rss_bytes(pid));
     let held = Instant::now();
-    let mut slowest = Duration::ZERO;
+    let (mut slowest, mut checks) = (Duration::ZERO, 0.0);
     while held.elapsed() < Duration::from_secs(10) {
         let t = Instant::now();
         assert_eq!(get(&http, &health, None).await.status(), StatusCode::OK);
         slowest = slowest.max(t.elapsed());
+        checks += 1.0;
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
     let (cpu_after, rss_after) = (cpu_seconds(pid), rss_bytes(pid));
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for abuser in abusers {
-        let _ = abuser.join();
-    }
+    abuse_of(abusers, &stop, "GET /openapi.json HTTP/1.1\r\n\r\n".len());
+    // Beside the health checks, the abusers' requests were read and answered.
+    let answered = answers_counted(&http, &served.base).await - answered_before - checks;
+    eprintln!("answers to the abusers: {answered}");
+    assert!(
+        answered >= 4.0,
+        "{answered} answers to the 4 abusers: their requests were served"
+    );
     let cpu = cpu_after - cpu_before;
     let grown = rss_after.saturating_sub(rss_before);
     assert!(
@@ -590,9 +650,11 @@ async fn a_connection_that_never_reads_is_closed_after_the_send_timeout() {
     while !abuser.is_finished() && started.elapsed() < Duration::from_secs(15) {
         actix_web::rt::time::sleep(Duration::from_millis(100)).await;
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let ended = abuser.join().unwrap();
-    assert!(ended.is_err(), "the connection was not closed within 15 s");
+    let abuse = abuse_of(vec![abuser], &stop, 1).remove(0);
+    assert!(
+        abuse.ended.is_err(),
+        "the connection was not closed within 15 s"
+    );
     assert!(started.elapsed() < Duration::from_secs(15));
     let http = client();
     let health = get(&http, &format!("{}/healthz", served.base), None).await;
