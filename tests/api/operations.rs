@@ -7,7 +7,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use logproxy_testkit::{cpu_seconds, free_port, metric_value, rss_bytes, wait_until_listening};
+use logproxy_testkit::{
+    count_queries, cpu_seconds, free_port, metric_value, rss_bytes, wait_until_listening,
+};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -291,7 +293,10 @@ async fn serial_sighup_reloads_keys_limits_and_levels_and_an_invalid_file_change
 async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_removed_tenants_and_their_pages(
 ) {
     let settings = test_settings();
-    migrate(&settings).await;
+    let clickhouse = migrate(&settings).await;
+    let flood_apps = (0..20).map(|i| format!("flood-{i}"));
+    let rows = page_rows(std::iter::once("joining-app".to_owned()).chain(flood_apps));
+    clickhouse.insert_runtime(&rows).await.unwrap();
     let ch = clickhouse_section(&settings.clickhouse.database, "canvas_app_logs");
     let owner = |name: &str, key: &str, app: &str| {
         format!(
@@ -301,7 +306,9 @@ async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_remov
     };
     let config = |share: f64, second: &str| {
         format!(
-            "{ch}[cache]\nmax_bytes = 1000000\ntenant_share = {share}\n[auth]\nenabled = true\n{}{second}",
+            "{ch}[cache]\nmax_bytes = 1000000\ntenant_share = {share}\n\
+             [rate_limit]\nrequests_per_second = 10000\nburst = 10000\n\
+             [auth]\nenabled = true\n{}{second}",
             tenant("all", "all-key"),
         )
     };
@@ -379,6 +386,40 @@ async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_remov
     let text = metrics().await;
     assert!(metric_value(&text, r#"logproxy_tenant_cache_bytes{tenant="all"}"#) > 0.0);
     assert!(metric_value(&text, r#"logproxy_tenant_cache_bytes{tenant="joining"}"#) > 0.0);
+
+    // The lowered share holds in the cache, not only in the gauge: joining fills the cache to
+    // within a page of 75% while it has room (past its own 25%), then "all" floods 160
+    // distinct pages of ~20 KB. "all" is past its new share (250 KB) as soon as the cache is
+    // full, so it makes room out of its own pages: every page of joining's stays a hit,
+    // asked of no ClickHouse again, and "all" never holds more than its share and a page.
+    // (With the old share of 500 KB still applied, it would take joining's pages.)
+    let tenant = |key, name| Tenant {
+        http: &http,
+        base: &served.base,
+        key,
+        name,
+    };
+    let (all, joining) = (tenant("all-key", "all"), tenant("joining-key", "joining"));
+    let prefix = unique_prefix("reloaded-share");
+    let pages = (2..=168).map(|h| ("joining-app".to_owned(), format!("hours={h}")));
+    let (kept, page) = joining
+        .fill_to(pages, 750_000.0, &format!("{prefix}-joining"))
+        .await;
+    let flood: Vec<PageAsked> = (1..=8)
+        .flat_map(|h| (0..20).map(move |i| (format!("flood-{i}"), format!("hours={h}"))))
+        .collect();
+    let all_most = all
+        .flood_watching(&flood, 4, &format!("{prefix}-all"))
+        .await;
+    let again = format!("{prefix}-again");
+    let answers = joining.x_cache_of(&kept, &again).await;
+    let missed = answers.iter().filter(|x| *x != "HIT").count();
+    assert_eq!(missed, 0, "joining's pages after the flood: {answers:?}");
+    assert_eq!(count_queries(clickhouse.raw(), &again).await, 0);
+    assert!(
+        all_most <= 250_000.0 + page,
+        "all's bytes during its flood: at most {all_most}, its share 250000, a page {page}"
+    );
 }
 
 #[actix_web::test]
