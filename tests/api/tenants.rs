@@ -195,7 +195,7 @@ async fn a_tenant_flooding_keys_asked_again_and_again_pushes_no_page_of_another_
 #[actix_web::test]
 async fn a_tenant_past_its_share_makes_room_out_of_its_own_pages_even_while_another_holds_more() {
     // Arrange: a 1 MiB cache, each tenant's share 40% of it, pages fresh all test long, and
-    // pages of about 15 KB for A's 30 apps and B's 10. B fills the cache to within a page of
+    // pages of about 20 KB for A's 30 apps and B's 10. B fills the cache to within a page of
     // 60% while it has room (past B's own share): A then finds its share of room left, is
     // past it as soon as the cache is full, and B holds more than A.
     let mut settings = with_tenants_a_and_b(test_settings());

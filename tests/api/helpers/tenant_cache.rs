@@ -114,7 +114,7 @@ impl Tenant<'_> {
     }
 }
 
-/// Rows enough for a page of about 15 KB for each of `apps`: 100 runtime rows within the
+/// Rows enough for a page of about 20 KB for each of `apps`: 100 runtime rows within the
 /// last two minutes, so that every window (`hours=1..`) makes a page of the same rows.
 pub fn page_rows(apps: impl Iterator<Item = String>) -> Vec<logproxy::clickhouse::RuntimeRow> {
     let (now, message) = (super::now_ms(), "x".repeat(60));
