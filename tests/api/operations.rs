@@ -306,7 +306,7 @@ async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_remov
     };
     let config = |share: f64, second: &str| {
         format!(
-            "{ch}[cache]\nmax_bytes = 1000000\ntenant_share = {share}\n\
+            "{ch}[cache]\nmax_bytes = 1000000\nttl_seconds = 300\ntenant_share = {share}\n\
              [rate_limit]\nrequests_per_second = 10000\nburst = 10000\n\
              [auth]\nenabled = true\n{}{second}",
             tenant("all", "all-key"),
@@ -392,6 +392,7 @@ async fn serial_sighup_gives_added_tenants_their_share_and_slots_and_drops_remov
     // distinct pages of ~20 KB. "all" is past its new share (250 KB) as soon as the cache is
     // full, so it makes room out of its own pages: every page of joining's stays a hit,
     // asked of no ClickHouse again, and "all" never holds more than its share and a page.
+    // (Pages stay fresh for 300 s here: a page past its TTL would be a miss for that reason.)
     // (With the old share of 500 KB still applied, it would take joining's pages.)
     let tenant = |key, name| Tenant {
         http: &http,
