@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 use crate::helpers::*;
-use crate::operations::{pipelining_abusers, Served};
+use crate::operations::{abuse_of, answers_counted, pipelining_abusers, Served};
 
 /// One answer read off a raw connection.
 struct Answer {
@@ -281,6 +281,7 @@ async fn connections_pipelining_error_requests_cost_little_memory_and_give_it_ba
         let resp = http.get(format!("{}{path}", served.base)).send().await;
         assert_eq!(resp.unwrap().status(), StatusCode::NOT_FOUND);
     }
+    let answered_before = answers_counted(&http, &served.base).await;
     let before = rss_bytes(pid);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let abusers = pipelining_abusers(&served.base, &path, 60, stop.clone());
@@ -290,16 +291,20 @@ async fn connections_pipelining_error_requests_cost_little_memory_and_give_it_ba
         actix_web::rt::time::sleep(Duration::from_millis(200)).await;
         peak = peak.max(rss_bytes(pid));
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for abuser in abusers {
-        let _ = abuser.join();
-    }
+    abuse_of(abusers, &stop, path.len());
     actix_web::rt::time::sleep(Duration::from_secs(10)).await;
     let after = rss_bytes(pid);
+    // Every abuser's requests reached the service, which answered them (404s).
+    let answered = answers_counted(&http, &served.base).await - answered_before;
+    assert!(
+        answered >= 60.0,
+        "{answered} answers counted: the 60 abusers' requests were served"
+    );
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
     let (grown, kept) = (mib(peak - before), mib(after.saturating_sub(before)));
     eprintln!(
-        "RSS {:.1} MiB, +{grown:.1} MiB at the peak, +{kept:.1} MiB 10 s after",
+        "RSS {:.1} MiB, +{grown:.1} MiB at the peak, +{kept:.1} MiB 10 s after; {answered} \
+         answers",
         mib(before)
     );
     assert!(grown <= 16.0, "RSS grew by {grown:.1} MiB");

@@ -13,6 +13,9 @@ use logproxy_testkit::{count_queries, free_port};
 use reqwest::StatusCode;
 use serde_json::Value;
 
+mod tenant_cache;
+pub use tenant_cache::{page_rows, PageAsked, Tenant};
+
 /// The key of tenant `alpha`, which may read every app.
 pub const ALPHA_KEY: &str = "alpha-key";
 /// The key of tenant `beta`, which may read only `beta-app`.
