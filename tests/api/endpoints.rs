@@ -111,7 +111,7 @@ fn resolve<'d>(doc: &'d Value, value: &'d Value) -> &'d Value {
 }
 
 #[actix_web::test]
-async fn openapi_json_names_the_four_query_parameters_one_by_one() {
+async fn openapi_json_names_the_query_parameters_one_by_one() {
     let app = spawn_app().await;
 
     let doc = body_json(app.get_path("/openapi.json").await).await;
@@ -127,8 +127,19 @@ async fn openapi_json_names_the_four_query_parameters_one_by_one() {
             .map(|p| (p["name"].as_str().unwrap(), resolve(&doc, &p["schema"])))
             .collect();
         let names: Vec<&str> = query.iter().map(|(name, _)| *name).collect();
-        assert_eq!(names, ["log_type", "hours", "level", "limit"], "{method}");
-        let [log_type, hours, level, limit] = [0, 1, 2, 3].map(|i| query[i].1);
+        assert_eq!(
+            names,
+            ["log_type", "hours", "level", "limit", "start", "end", "cursor"],
+            "{method}"
+        );
+        let [log_type, hours, level, limit, start, end, cursor] =
+            [0, 1, 2, 3, 4, 5, 6].map(|i| query[i].1);
+        for bound in [start, end] {
+            let kinds = bound["anyOf"].as_array().unwrap();
+            assert_eq!(kinds[0]["format"], "date-time", "{method}");
+            assert_eq!(kinds[1]["type"], "integer", "{method}");
+        }
+        assert_eq!(cursor["maxLength"], 256);
         assert_eq!(log_type["enum"], json!(["runtime", "requests"]));
         assert_eq!(log_type["default"], "runtime");
         let levels = ["log", "debug", "info", "warn", "warning", "error", ""];

@@ -99,8 +99,8 @@ async fn a_tenant_flooding_keys_asked_again_and_again_pushes_no_page_of_another_
         .map(b_app)
         .flat_map(|a| {
             [
-                (a.clone(), "hours=24&limit=250"),
-                (a, "log_type=requests&hours=24&limit=250"),
+                (a.clone(), "hours=24&limit=150"),
+                (a, "log_type=requests&hours=24&limit=150"),
             ]
         })
         .collect();
@@ -135,10 +135,12 @@ async fn a_tenant_flooding_keys_asked_again_and_again_pushes_no_page_of_another_
     }
     let metrics = app.metrics().await;
     let b_bytes = metric_value(&metrics, r#"logproxy_tenant_cache_bytes{tenant="B"}"#);
-    let share = 0.6 * 2.0 * 1024.0 * 1024.0;
+    // B's pages leave room for A's whole share beside them, so that a full cache never
+    // makes B give up a page while A is within its share.
+    let (budget, share) = (2.0 * 1024.0 * 1024.0, 0.6 * 2.0 * 1024.0 * 1024.0);
     assert!(
-        b_bytes > 0.4 * share && b_bytes <= share,
-        "the test's calibration: B's pages ({b_bytes} bytes) fill most of B's share ({share})"
+        b_bytes > 0.25 * budget && b_bytes <= budget - share,
+        "the test's calibration: B's pages ({b_bytes} bytes) fill most of what A's share ({share}) leaves of {budget}"
     );
 
     // Act: B alone, then B while A's 8 clients flood (each key asked 5 times, so every
