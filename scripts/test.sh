@@ -17,8 +17,7 @@
 #        LOGPROXY_TEST_CLICKHOUSE_URL=http://127.0.0.1:18123
 #        LOGPROXY_TEST_CLICKHOUSE_URLS=http://127.0.0.1:18123,http://127.0.0.1:18124
 #      without arguments: every test but the serial group, then the serial group (names
-#      starting with `serial_`: timing against probes and stalls) one at a time, then the
-#      tests marked #[ignore] because they flood the machine (pipelining connections)
+#      starting with `serial_`: timing against probes and stalls) one at a time
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
 #   8. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
@@ -70,9 +69,6 @@ else
     # burst on 2 cores would blur; they run after the others, one at a time.
     cargo test --locked -- --skip serial_
     cargo test --locked --test api serial_ -- --test-threads 1
-    # Beside the other tests, a flood kept ClickHouse from answering a probe within its
-    # second (a byte-identity test got 503 from its control proxy).
-    cargo test --locked --test api -- --ignored --test-threads 1
 fi
 scripts/schemathesis.sh
 scripts/openapi-client.sh

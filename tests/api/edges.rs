@@ -269,7 +269,6 @@ async fn invalid_values_are_echoed_only_up_to_128_characters() {
 }
 
 #[actix_web::test]
-#[ignore = "floods the machine: scripts/test.sh runs it alone after the others"]
 async fn connections_pipelining_error_requests_cost_little_memory_and_give_it_back() {
     // The connections stay for the whole hold (no send timeout).
     let served = Served::start("send_timeout_seconds = 0\n");

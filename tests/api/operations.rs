@@ -632,7 +632,6 @@ pub(crate) async fn answers_counted(http: &reqwest::Client, base: &str) -> f64 {
 }
 
 #[actix_web::test]
-#[ignore = "floods the machine: scripts/test.sh runs it alone after the others"]
 async fn connections_that_pipeline_without_reading_cost_a_fixed_amount_and_others_are_served() {
     // No send timeout here: the connections stay for the whole hold.
     // (Lines before any section belong to `[server]`.)
