@@ -104,6 +104,23 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Migrates `config`'s database `db` with the binary and empties its runtime table (its rows
+/// are of a moving window: each run writes them again); a client of it.
+async fn emptied_database(config: &std::path::Path, ch_url: &str, db: &str) -> ChClient {
+    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
+    let ch = ChClient::new(&ClickHouseSettings {
+        url: ch_url.to_owned(),
+        database: db.into(),
+        ..ClickHouseSettings::default()
+    });
+    ch.raw()
+        .query("TRUNCATE TABLE canvas_app_logs")
+        .execute()
+        .await
+        .unwrap();
+    ch
+}
+
 fn start_service(config: &std::path::Path) -> Service {
     start_service_with(BIN, config)
 }

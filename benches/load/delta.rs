@@ -59,18 +59,8 @@ pub async fn delta_vs_full() {
     let ch_url = ensure_clickhouse();
     let delta = delta_config("delta", &ch_url, true);
     let full = delta_config("full", &ch_url, false);
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(&delta));
-    let ch = ChClient::new(&ClickHouseSettings {
-        url: ch_url.clone(),
-        database: DB.into(),
-        ..ClickHouseSettings::default()
-    });
     // A fresh window each run: the old rows would have moved out of the last 24 hours.
-    ch.raw()
-        .query("TRUNCATE TABLE canvas_app_logs")
-        .execute()
-        .await
-        .unwrap();
+    let ch = emptied_database(&delta, &ch_url, DB).await;
     let now = chrono::Utc::now().timestamp_millis();
     insert(&ch, ROWS, now - 1_000, 86_400_000 / ROWS as i64).await;
     let (delta, full) = (start_service(&delta), start_service(&full));

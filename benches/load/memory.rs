@@ -43,15 +43,9 @@ fn memory_config(ch_url: &str, max_bytes: u64) -> std::path::PathBuf {
     path
 }
 
-/// Migrates the database and writes `ROWS` rows for each app, of the last minutes (a few
-/// seconds: the window moves, so each run writes them again).
-async fn seed(ch: &ChClient, config: &std::path::Path) {
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(config));
-    ch.raw()
-        .query("TRUNCATE TABLE canvas_app_logs")
-        .execute()
-        .await
-        .unwrap();
+/// Writes `ROWS` rows for each app, of the last minutes, into an emptied table (the window
+/// moves, so each run writes them again).
+async fn seed(ch: &ChClient) {
     let now = chrono::Utc::now().timestamp_millis();
     for first in (1..=APPS).step_by(100) {
         let rows: Vec<RuntimeRow> = (first..first + 100)
@@ -153,12 +147,8 @@ async fn report(
 /// Scenario n; `cargo bench --bench load -- memory`.
 pub async fn memory_vs_budget() {
     let ch_url = ensure_clickhouse();
-    let ch = ChClient::new(&ClickHouseSettings {
-        url: ch_url.clone(),
-        database: DB.into(),
-        ..ClickHouseSettings::default()
-    });
-    seed(&ch, &memory_config(&ch_url, 1 << 20)).await;
+    let ch = emptied_database(&memory_config(&ch_url, 1 << 20), &ch_url, DB).await;
+    seed(&ch).await;
     let http = reqwest::Client::builder()
         .pool_idle_timeout(Duration::from_secs(1))
         .build()

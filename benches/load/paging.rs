@@ -58,17 +58,7 @@ async fn pass(http: &reqwest::Client, base: &str, window: &str, prefix: &str) ->
 pub async fn paging_a_week() {
     let ch_url = ensure_clickhouse();
     let config = paging_config(&ch_url);
-    run(Command::new(BIN).args(["migrate", "--config"]).arg(&config));
-    let ch = ChClient::new(&ClickHouseSettings {
-        url: ch_url.clone(),
-        database: DB.into(),
-        ..ClickHouseSettings::default()
-    });
-    ch.raw()
-        .query("TRUNCATE TABLE canvas_app_logs")
-        .execute()
-        .await
-        .unwrap();
+    let ch = emptied_database(&config, &ch_url, DB).await;
     let end = chrono::Utc::now().timestamp_millis() - HOUR_MS;
     let start = end - 168 * HOUR_MS;
     // Three rows in each millisecond, 900 ms apart: 168 hours.

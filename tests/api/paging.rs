@@ -490,3 +490,41 @@ async fn a_deep_page_reads_fewer_rows_than_the_first() {
         "rows read: first {first}, middle {middle}, last {last}"
     );
 }
+
+#[actix_web::test]
+async fn a_cursor_page_has_its_etag_304_compression_and_x_cache_like_any_page() {
+    // Arrange: an app with 300 rows; its first page's cursor.
+    let app = spawn_app().await;
+    let app_id = unique_app("cur-etag");
+    app.insert_runtime(&runtime_rows(&app_id, 300, now_ms(), 1, 8))
+        .await;
+    let first = body_json(app.get(&app_id, "limit=100").await).await;
+    let cursor = first["next_cursor"].as_str().unwrap().to_owned();
+    let query = format!("cursor={cursor}&limit=100");
+
+    // Act: the cursor page, again with its ETag, and gzip-compressed.
+    let page = app.get(&app_id, &query).await;
+    let (x_cache, etag) = (header(&page, "x-cache"), header(&page, "etag"));
+    let identity = page.bytes().await.unwrap();
+    let again = app
+        .get_with_header(&app_id, &query, "if-none-match", &etag)
+        .await;
+    let gzip = app
+        .get_with_header(&app_id, &query, "accept-encoding", "gzip")
+        .await;
+
+    // Assert: a miss then a hit, 304 for its ETag, and a gzip body that is the same bytes
+    // under its own ETag.
+    assert_eq!(x_cache, "MISS");
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    assert_eq!(header(&again, "x-cache"), "HIT");
+    assert_eq!(header(&gzip, "content-encoding"), "gzip");
+    assert_ne!(header(&gzip, "etag"), etag);
+    let mut unzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(&gzip.bytes().await.unwrap()[..]),
+        &mut unzipped,
+    )
+    .unwrap();
+    assert_eq!(unzipped, identity);
+}

@@ -677,7 +677,11 @@ async fn serial_a_hung_shards_misses_give_back_their_query_slots_once_its_probes
     // `probe_failures_to_down x (interval + 1 s)`, the misses gave up with 503
     // clickhouse_unavailable instead of waiting out their 20 s timeout, and no slot is held
     // while the server is still stopped.
-    assert_eq!(most, hung, "slots held by the hung misses");
+    let statuses: Vec<_> = answers.iter().map(|(a, t)| (a.status(), *t)).collect();
+    assert_eq!(
+        most, hung,
+        "slots held by the hung misses (states {states:?}, answers {statuses:?})"
+    );
     assert!(
         states.ends_with(&["\"suspect\"".to_owned(), "\"down\"".to_owned()]),
         "shard 1's states: {states:?}"
