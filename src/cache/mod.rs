@@ -190,9 +190,9 @@ impl PageCache {
             .store(settings.tenant_share.to_bits(), Ordering::Relaxed);
     }
 
-    /// `(ttl, keep)`: how long a page is fresh, and kept in all (with the stale window).
-    pub fn times(&self) -> (Duration, Duration) {
-        (self.times.ttl(), self.times.keep())
+    /// How long a page that is not settled is fresh (0: the cache is off).
+    pub fn ttl(&self) -> Duration {
+        self.times.ttl()
     }
 
     /// How long `page` is fresh (a settled page's own TTL, or the cache's).

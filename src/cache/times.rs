@@ -15,9 +15,9 @@ use crate::page::Page;
 /// milliseconds; a reload changes them for the next request.
 pub(super) struct Times {
     ttl_ms: AtomicU64,
-    keep_ms: AtomicU64,
     /// A settled page's (CONTRACT.md §14).
     settled_ttl_ms: AtomicU64,
+    /// How long past its freshness a page is kept for stale-if-error.
     stale_ms: AtomicU64,
 }
 
@@ -25,7 +25,6 @@ impl Times {
     pub(super) fn new(settings: &CacheSettings) -> Self {
         let times = Self {
             ttl_ms: AtomicU64::new(0),
-            keep_ms: AtomicU64::new(0),
             settled_ttl_ms: AtomicU64::new(0),
             stale_ms: AtomicU64::new(0),
         };
@@ -37,8 +36,6 @@ impl Times {
         let ttl = settings.ttl_seconds.saturating_mul(1000);
         let stale = settings.stale_if_error_seconds.saturating_mul(1000);
         self.ttl_ms.store(ttl, Ordering::Relaxed);
-        self.keep_ms
-            .store(ttl.saturating_add(stale), Ordering::Relaxed);
         let settled = settings.settled_ttl_seconds.saturating_mul(1000);
         self.settled_ttl_ms.store(settled, Ordering::Relaxed);
         self.stale_ms.store(stale, Ordering::Relaxed);
@@ -60,10 +57,6 @@ impl Times {
 
     pub(super) fn ttl(&self) -> Duration {
         Duration::from_millis(self.ttl_ms.load(Ordering::Relaxed))
-    }
-
-    pub(super) fn keep(&self) -> Duration {
-        Duration::from_millis(self.keep_ms.load(Ordering::Relaxed))
     }
 
     /// How long `page` is still worth keeping (a re-insert to re-weigh it keeps its age).

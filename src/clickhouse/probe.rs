@@ -64,9 +64,7 @@ fn judge(this: &Replicas, replica: &Replica, probed: Result<(), QueryError>) -> 
     let health = match error {
         // Slow, not dead, only for a replica that has answered: one never seen up (at
         // start-up) or already down stays unready.
-        QueryError::Timeout(_)
-            if failed < this.failures_to_down && matches!(was, Health::Up | Health::Suspect) =>
-        {
+        QueryError::Timeout(_) if failed < this.failures_to_down && was.answering() => {
             Health::Suspect
         }
         _ => Health::Down,

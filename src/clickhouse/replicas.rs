@@ -69,6 +69,11 @@ impl Health {
     pub fn usable(self) -> bool {
         self != Health::Down
     }
+
+    /// Whether it has answered and still counts as up: healthy, or suspect (slow).
+    pub fn answering(self) -> bool {
+        matches!(self, Health::Up | Health::Suspect)
+    }
 }
 
 /// The metric handles of one replica.
@@ -102,9 +107,7 @@ impl Replica {
     /// Sets the state and its gauges; returns the one before. Down wakes the queries in
     /// flight there, so that they give up.
     pub(super) fn set(&self, health: Health) -> Health {
-        self.metrics
-            .up
-            .set(i64::from(matches!(health, Health::Up | Health::Suspect)));
+        self.metrics.up.set(i64::from(health.answering()));
         self.metrics
             .suspect
             .set(i64::from(health == Health::Suspect));
@@ -230,9 +233,7 @@ impl Replicas {
     pub async fn ready(&self) -> bool {
         let mut probed = self.probed.subscribe();
         let _ = tokio::time::timeout(PROBE_TIMEOUT * 2, probed.wait_for(|done| *done)).await;
-        self.replicas
-            .iter()
-            .any(|r| matches!(r.health(), Health::Up | Health::Suspect))
+        self.replicas.iter().any(|r| r.health().answering())
     }
 
     /// Whether a query could go anywhere now: some replica is not known to be down.

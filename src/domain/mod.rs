@@ -94,14 +94,8 @@ impl QueryKey {
     pub fn settled(&self, now_ms: i64, settled_ms: i64) -> bool {
         let end = self.range.and_then(|w| w.end_ms);
         let after = self.after.map(|p| p.ts.saturating_add(1));
-        let newest = match (end, after) {
-            (Some(e), Some(a)) => e.min(a),
-            (e, a) => match e.or(a) {
-                Some(bound) => bound,
-                None => return false,
-            },
-        };
-        newest <= now_ms.saturating_sub(settled_ms)
+        let newest = [end, after].into_iter().flatten().min();
+        newest.is_some_and(|bound| bound <= now_ms.saturating_sub(settled_ms))
     }
 }
 

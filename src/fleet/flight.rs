@@ -75,8 +75,7 @@ impl Fleet {
         Q: FnOnce() -> Fut,
         Fut: Future<Output = Result<Page, FetchError>>,
     {
-        let (ttl, _) = cache.times();
-        if ttl.is_zero() {
+        if cache.ttl().is_zero() {
             return alone(query()).await;
         }
         let page_key = self.key("page", key, None);
