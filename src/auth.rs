@@ -102,14 +102,24 @@ impl Auth {
         if !self.enabled {
             return Ok(None);
         }
-        let key = authorization
-            .and_then(bearer_token)
-            .ok_or(AuthError::Missing)?;
-        let digest: [u8; 32] = Sha256::digest(key).into();
+        self.authorize_digest(key_digest(authorization).as_ref(), app_id)
+    }
+
+    /// As `authorize`, from the key's digest (`key_digest`): what a live tail stream keeps
+    /// to be checked again after a reload, rather than the key itself.
+    pub fn authorize_digest(
+        &self,
+        digest: Option<&[u8; 32]>,
+        app_id: &str,
+    ) -> Result<Option<Arc<str>>, AuthError> {
+        if !self.enabled {
+            return Ok(None);
+        }
+        let digest = digest.ok_or(AuthError::Missing)?;
         // Compare against every stored digest, whatever matched, so timing shows nothing.
         let mut found = None;
         for (stored, tenant) in &self.keys {
-            if bool::from(stored.ct_eq(&digest)) {
+            if bool::from(stored.ct_eq(digest)) {
                 found = Some(*tenant);
             }
         }
@@ -127,6 +137,12 @@ impl Auth {
             })
         }
     }
+}
+
+/// SHA-256 of the Bearer key in `Authorization`; `None` without one.
+pub fn key_digest(authorization: Option<&[u8]>) -> Option<[u8; 32]> {
+    let key = authorization.and_then(bearer_token)?;
+    Some(Sha256::digest(key).into())
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive); `None` for anything else.

@@ -18,6 +18,7 @@ pub mod seed;
 pub mod slots;
 pub mod startup;
 pub mod state;
+pub mod tail;
 pub mod telemetry;
 
 /// Dependencies point down: no import cycle among the top-level modules (nor among the

@@ -63,6 +63,9 @@ impl Signals {
     async fn drain(&self, signal: &str) {
         let core = &self.state.core;
         core.draining.store(true, Ordering::Release);
+        // Live tail streams end at once (`event: end`, `shutdown`); the drain does not wait
+        // for them.
+        self.state.tails.shutdown();
         self.server.pause().await;
         let timeout = Duration::from_secs(core.settings.server.shutdown_timeout_seconds);
         tracing::info!(

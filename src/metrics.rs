@@ -434,6 +434,11 @@ impl Metrics {
         }
     }
 
+    /// The registry, for modules that register metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut out = Vec::new();

@@ -45,6 +45,7 @@ where
 fn routes(listener: Listener) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         get_head(cfg, listener, LOGS_PATH, api::logs::get_logs);
+        get_head(cfg, listener, api::tail::TAIL_PATH, api::tail::get_tail);
         get_head(cfg, listener, "/healthz", api::health::healthz);
         get_head(cfg, listener, "/readyz", api::health::readyz);
         get_head(cfg, listener, "/metrics", api::metrics::metrics);
@@ -130,6 +131,7 @@ impl Application {
         let state = web::Data::new(AppState {
             registry: Arc::new(Registry::new(core.clone())),
             openapi: ArcSwap::from_pointee(api::openapi::rendered(&core.settings.logs.levels)),
+            tails: crate::tail::Tails::new(core.clone()),
             core,
         });
         let public = match admin {

@@ -107,32 +107,17 @@ impl Handler<Fetch> for AppActor {
     type Result = ();
 
     fn handle(&mut self, msg: Fetch, _ctx: &mut Self::Context) {
-        self.activity.queued.fetch_sub(1, Ordering::AcqRel);
-        self.activity.touched.store(true, Ordering::Relaxed);
-        let fleet = self.core.fleet.as_ref().filter(|fleet| fleet.is_up());
-        let decided = match fleet.map(|_| self.policy.spend_lease()) {
-            None => self.policy.admit(),
-            Some(Leased::Admitted(rate)) => Ok(rate),
-            Some(Leased::Refused(rate, refusal)) => Err((rate, refusal)),
-            Some(Leased::Ask) => {
-                // The fleet decides: a Redis round trip, as a task, so this mailbox moves on.
-                let (core, policy) = (self.core.clone(), self.policy.clone());
-                let span = msg.span.clone();
-                let ask = async move {
-                    let grant = match &core.fleet {
-                        Some(fleet) => {
-                            let quota = policy.fleet_quota();
-                            fleet.take(&msg.query.key.app_id, quota).await
-                        }
-                        None => None,
-                    };
-                    // Redis failed: the process's share of the quota applies.
-                    let decided = grant.map_or_else(|| policy.admit(), |g| policy.settle(g));
-                    serve(&core, &policy, None, msg, decided);
-                };
-                actix::spawn(ask.instrument(span));
-                return;
-            }
+        self.touch();
+        let Some(decided) = self.decide() else {
+            // The fleet decides: a Redis round trip, as a task, so this mailbox moves on.
+            let (core, policy) = (self.core.clone(), self.policy.clone());
+            let span = msg.span.clone();
+            let ask = async move {
+                let decided = ask_fleet(&core, &policy, msg.query.app_id()).await;
+                serve(&core, &policy, None, msg, decided);
+            };
+            actix::spawn(ask.instrument(span));
+            return;
         };
         serve(
             &self.core,
@@ -144,6 +129,72 @@ impl Handler<Fetch> for AppActor {
     }
 }
 
+/// Opening a live tail stream (CONTRACT.md §15): one request against the app's rate limit,
+/// decided as a request for a page is.
+pub struct Admit {
+    pub app_id: Arc<str>,
+    pub span: tracing::Span,
+    pub reply: oneshot::Sender<Decided>,
+}
+
+impl Message for Admit {
+    type Result = ();
+}
+
+/// A request admitted (with the quota left), or refused (with the quota and why).
+pub type Decided = Result<RateInfo, (RateInfo, RateLimited)>;
+
+impl Handler<Admit> for AppActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: Admit, _ctx: &mut Self::Context) {
+        self.touch();
+        match self.decide() {
+            Some(decided) => {
+                let _ = msg.reply.send(decided);
+            }
+            None => {
+                let (core, policy) = (self.core.clone(), self.policy.clone());
+                let ask = async move {
+                    let decided = ask_fleet(&core, &policy, &msg.app_id).await;
+                    let _ = msg.reply.send(decided);
+                };
+                actix::spawn(ask.instrument(msg.span));
+            }
+        }
+    }
+}
+
+impl AppActor {
+    /// A message was handled: one fewer queued, and the actor is not idle.
+    fn touch(&self) {
+        self.activity.queued.fetch_sub(1, Ordering::AcqRel);
+        self.activity.touched.store(true, Ordering::Relaxed);
+    }
+
+    /// The app's limit on one more request, when this process can tell without asking the
+    /// fleet (no Redis, Redis down, or a lease in hand); `None`: ask the fleet.
+    fn decide(&self) -> Option<Decided> {
+        let fleet = self.core.fleet.as_ref().filter(|fleet| fleet.is_up());
+        match fleet.map(|_| self.policy.spend_lease()) {
+            None => Some(self.policy.admit()),
+            Some(Leased::Admitted(rate)) => Some(Ok(rate)),
+            Some(Leased::Refused(rate, refusal)) => Some(Err((rate, refusal))),
+            Some(Leased::Ask) => None,
+        }
+    }
+}
+
+/// The fleet's decision on one request of the app; while Redis fails, the process's share
+/// of the quota applies.
+async fn ask_fleet(core: &SharedCore, policy: &AppPolicy, app_id: &str) -> Decided {
+    let grant = match &core.fleet {
+        Some(fleet) => fleet.take(app_id, policy.fleet_quota()).await,
+        None => None,
+    };
+    grant.map_or_else(|| policy.admit(), |g| policy.settle(g))
+}
+
 /// Answers a request its app's limit decided on: refused, a hit at once (through the
 /// actor's `front` when there is one), or a miss as a task of its own.
 fn serve(
@@ -151,7 +202,7 @@ fn serve(
     policy: &AppPolicy,
     front: Option<&mut Front>,
     msg: Fetch,
-    decided: Result<RateInfo, (RateInfo, RateLimited)>,
+    decided: Decided,
 ) {
     let rate = match decided {
         Ok(rate) => rate,

@@ -5,6 +5,6 @@ pub mod app;
 pub mod policy;
 pub mod registry;
 
-pub use app::{AppActor, Fetch, Reply, ServeError};
+pub use app::{Admit, AppActor, Decided, Fetch, Reply, ServeError};
 pub use policy::{AppPolicy, Busy, RateInfo, RateLimited};
-pub use registry::{Registry, SendFailure};
+pub use registry::{ForApp, Registry, SendFailure};

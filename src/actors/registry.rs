@@ -15,7 +15,9 @@ use actix::dev::{channel, SendError};
 use actix::{Addr, Arbiter, ArbiterHandle, Context};
 use dashmap::DashMap;
 
-use super::app::{Activity, AppActor, Fetch};
+use actix::{Handler, Message};
+
+use super::app::{Activity, Admit, AppActor, Fetch};
 use super::policy::{AppPolicy, RateInfo};
 use crate::state::SharedCore;
 
@@ -39,12 +41,29 @@ pub enum SendFailure {
 }
 
 /// What `Registry::try_send` did with a message.
-enum Sent {
+enum Sent<M> {
     Queued,
     /// `actors.mailbox_capacity` messages are already waiting.
     Full,
     /// The actor closed: the message back (boxed: a rare path), and the entry's generation.
-    Closed(Box<Fetch>, u64),
+    Closed(Box<M>, u64),
+}
+
+/// A message for an app's actor: it names its app.
+pub trait ForApp: Message<Result = ()> + Send + 'static {
+    fn app_id(&self) -> &Arc<str>;
+}
+
+impl ForApp for Fetch {
+    fn app_id(&self) -> &Arc<str> {
+        self.query.app_id()
+    }
+}
+
+impl ForApp for Admit {
+    fn app_id(&self) -> &Arc<str> {
+        &self.app_id
+    }
 }
 
 /// A live actor: its address, what it has been doing, and its app's policy.
@@ -157,12 +176,15 @@ impl Registry {
 
     /// Hands `msg` to its app's actor without waiting. The mailbox holds at most
     /// `actors.mailbox_capacity` messages; past that the request is 503 overloaded.
-    pub fn send(&self, msg: Fetch) -> Result<(), SendFailure> {
+    pub fn send<M: ForApp>(&self, msg: M) -> Result<(), SendFailure>
+    where
+        AppActor: Handler<M>,
+    {
         let host = match self.arbiters.is_empty() {
             true => HOST.get().unwrap_or(ANY_HOST),
             false => ANY_HOST,
         };
-        let key = (host, msg.query.app_id().clone());
+        let key = (host, msg.app_id().clone());
         let mut msg = msg;
         // A second try covers an actor that stopped between lookup and send.
         for _ in 0..2 {
@@ -194,7 +216,10 @@ impl Registry {
     }
 
     /// Queues `msg` for `entry`'s actor, within the mailbox bound.
-    fn try_send(&self, entry: &Entry, msg: Fetch) -> Sent {
+    fn try_send<M: ForApp>(&self, entry: &Entry, msg: M) -> Sent<M>
+    where
+        AppActor: Handler<M>,
+    {
         let queued = &entry.activity.queued;
         if queued.fetch_add(1, Ordering::AcqRel) >= self.mailbox_capacity {
             queued.fetch_sub(1, Ordering::AcqRel);

@@ -144,8 +144,10 @@ fn client_request_id(req: &ServiceRequest) -> Option<&HeaderValue> {
     })
 }
 
-/// The `{app_id}` of `/v1/apps/{app_id}/logs`, for the span (before routing runs).
+/// The `{app_id}` of `/v1/apps/{app_id}/logs` (or `.../logs/tail`), for the span (before
+/// routing runs).
 fn app_id_of(path: &str) -> Option<&str> {
-    let app_id = path.strip_prefix("/v1/apps/")?.strip_suffix("/logs")?;
+    let path = path.strip_prefix("/v1/apps/")?;
+    let app_id = (path.strip_suffix("/logs/tail")).or_else(|| path.strip_suffix("/logs"))?;
     (!app_id.contains('/')).then_some(app_id)
 }

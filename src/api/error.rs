@@ -12,6 +12,7 @@ use crate::auth::{AuthError, LOGS_READ};
 use crate::cache::FetchError;
 use crate::clickhouse::QueryError;
 use crate::domain::{FieldProblem, IntRule, InvalidQuery, LogType};
+use crate::tail::TailRefusal;
 use crate::telemetry::Throttle;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,6 +37,8 @@ pub enum ApiError {
     Fetch(#[from] FetchError),
     #[error(transparent)]
     Send(#[from] SendFailure),
+    #[error(transparent)]
+    Tail(#[from] TailRefusal),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -81,6 +84,9 @@ enum Body<'a> {
 }
 
 const RETRY_AFTER_UNAVAILABLE: u64 = 1;
+
+/// A tenant's live tail streams end when their clients leave: a few seconds is a fair wait.
+const RETRY_AFTER_STREAMS: u64 = 5;
 
 /// The most characters of an invalid value an answer echoes (the longest valid app id), so
 /// that no answer grows with the caller's input.
@@ -216,6 +222,14 @@ impl ApiError {
                     "Invalid cursor: pass a next_cursor of this app, log_type and level unchanged",
                     Value::Null,
                 ),
+                InvalidQuery::LastEventId => described(
+                    S::BAD_REQUEST,
+                    "BadRequestError",
+                    "invalid_last_event_id",
+                    "Invalid Last-Event-ID: send the id of an event of this stream, with its \
+                     app, log_type and level unchanged",
+                    Value::Null,
+                ),
             },
             ApiError::RateLimited(RateLimited {
                 limit,
@@ -228,6 +242,14 @@ impl ApiError {
                 "Rate limit exceeded for this app",
                 json!({ "limit": limit, "window": "1s", "burst": burst, "retry_after": retry_after }),
             ),
+            ApiError::Tail(TailRefusal::TooManyStreams { limit }) => described(
+                S::TOO_MANY_REQUESTS,
+                "TooManyRequestsError",
+                "too_many_streams",
+                format!("Too many live tail streams: at most {limit} per tenant"),
+                json!({ "limit": limit, "retry_after": RETRY_AFTER_STREAMS }),
+            ),
+            ApiError::Tail(TailRefusal::Overloaded { .. }) => overloaded(RETRY_AFTER_UNAVAILABLE),
             ApiError::Fetch(FetchError::Overloaded) => overloaded(RETRY_AFTER_UNAVAILABLE),
             ApiError::Send(SendFailure::MailboxFull) => overloaded(RETRY_AFTER_UNAVAILABLE),
             ApiError::Fetch(FetchError::Upstream(e)) => match e {
@@ -272,7 +294,9 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { .. } => vec![(header::ALLOW, "GET, HEAD".into())],
             ApiError::RateLimited(r) => retry_after(r.retry_after),
-            ApiError::Fetch(FetchError::Overloaded)
+            ApiError::Tail(TailRefusal::TooManyStreams { .. }) => retry_after(RETRY_AFTER_STREAMS),
+            ApiError::Tail(TailRefusal::Overloaded { .. })
+            | ApiError::Fetch(FetchError::Overloaded)
             | ApiError::Send(SendFailure::MailboxFull)
             | ApiError::Fetch(FetchError::Upstream(QueryError::Unavailable(_))) => {
                 retry_after(RETRY_AFTER_UNAVAILABLE)
@@ -336,6 +360,7 @@ impl ApiError {
                 end: "2026-12-07T10:00:00.000Z".into(),
             }),
             ApiError::Query(InvalidQuery::Cursor),
+            ApiError::Query(InvalidQuery::LastEventId),
             ApiError::Auth(AuthError::Missing),
             ApiError::Auth(AuthError::Invalid),
             ApiError::Auth(AuthError::InsufficientScope {
@@ -365,6 +390,7 @@ impl ApiError {
             })),
             ApiError::Fetch(FetchError::Upstream(QueryError::Unavailable(String::new()))),
             ApiError::Fetch(FetchError::Overloaded),
+            ApiError::Tail(TailRefusal::TooManyStreams { limit: 20 }),
             ApiError::Fetch(FetchError::Upstream(QueryError::Timeout(
                 std::time::Duration::from_secs(5),
             ))),

@@ -145,10 +145,10 @@ const X_CACHE: header::HeaderName = header::HeaderName::from_static("x-cache");
 /// Header values that are a number after a fixed prefix, written into one buffer: an
 /// answer's four of them (`Cache-Control` and the rate headers) cost one allocation, where
 /// `HeaderValue::from(u64)` makes one each.
-struct Numbers(BytesMut);
+pub(super) struct Numbers(BytesMut);
 
 impl Numbers {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         // Room for the four values at their longest.
         Self(BytesMut::with_capacity(128))
     }
@@ -162,7 +162,11 @@ impl Numbers {
     }
 }
 
-fn set_rate_headers(headers: &mut header::HeaderMap, numbers: &mut Numbers, rate: RateInfo) {
+pub(super) fn set_rate_headers(
+    headers: &mut header::HeaderMap,
+    numbers: &mut Numbers,
+    rate: RateInfo,
+) {
     const NAMES: [header::HeaderName; 3] = [
         header::HeaderName::from_static("x-ratelimit-limit"),
         header::HeaderName::from_static("x-ratelimit-remaining"),

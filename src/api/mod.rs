@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod refusal;
+pub mod tail;
 
 use std::sync::Arc;
 
@@ -52,4 +53,6 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// `/openapi.json`, rendered at start and on each reload (its level enum may change).
     pub openapi: arc_swap::ArcSwap<bytes::Bytes>,
+    /// The live tail streams and their pollers.
+    pub tails: crate::tail::Tails,
 }

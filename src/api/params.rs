@@ -4,7 +4,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::domain::{InvalidQuery, LogQuery, RawQuery};
+use crate::domain::{InvalidQuery, LogQuery, QueryKey, RawQuery};
 
 /// Reads the parameters the endpoint knows from `query` (percent-decoded; the last
 /// occurrence wins; unknown ones are ignored) and normalizes them.
@@ -44,6 +44,29 @@ pub fn parse_query(
         false => 0,
     };
     LogQuery::new(app_id, raw, allowed_levels, now_ms)
+}
+
+/// A live tail's listing (CONTRACT.md §15): `log_type` and `level` read as for the logs
+/// endpoint; every other parameter is ignored.
+pub fn parse_tail(
+    app_id: Arc<str>,
+    query: &str,
+    allowed_levels: &[String],
+) -> Result<QueryKey, InvalidQuery> {
+    let (mut log_type, mut level) = (None, None);
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match key.as_ref() {
+            "log_type" => log_type = Some(value),
+            "level" => level = Some(value),
+            _ => {}
+        }
+    }
+    let raw = RawQuery {
+        log_type: log_type.as_deref(),
+        level: level.as_deref(),
+        ..RawQuery::default()
+    };
+    Ok(LogQuery::new(app_id, raw, allowed_levels, 0)?.key)
 }
 
 #[cfg(test)]

@@ -86,6 +86,17 @@ impl Settings {
                 "redis.fallback_fleet_size",
                 self.redis.fallback_fleet_size as usize,
             ),
+            ("tail.poll_interval_ms", self.tail.poll_interval_ms as usize),
+            (
+                "tail.heartbeat_seconds",
+                self.tail.heartbeat_seconds as usize,
+            ),
+            ("tail.max_backfill", self.tail.max_backfill as usize),
+            (
+                "tail.max_stream_seconds",
+                self.tail.max_stream_seconds as usize,
+            ),
+            ("tail.max_lag_events", self.tail.max_lag_events),
         ] {
             if value == 0 {
                 return Err(format!("{key} must be greater than 0"));

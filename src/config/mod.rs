@@ -7,6 +7,7 @@ mod check;
 mod clickhouse;
 mod redis;
 mod server;
+mod tail;
 
 use std::path::Path;
 
@@ -21,6 +22,7 @@ pub use redis::RedisSettings;
 pub use server::{
     ActorSettings, CompressionSettings, CorsSettings, LogFormat, LoggingSettings, ServerSettings,
 };
+pub use tail::TailSettings;
 
 /// The default configuration file, relative to the working directory.
 pub const DEFAULT_CONFIG: &str = "config/default.toml";
@@ -50,6 +52,8 @@ pub struct Settings {
     pub compression: CompressionSettings,
     #[serde(default)]
     pub redis: RedisSettings,
+    #[serde(default)]
+    pub tail: TailSettings,
 }
 
 /// A list from a TOML array, or from one comma-separated string (an environment variable).

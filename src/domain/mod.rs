@@ -175,6 +175,9 @@ pub enum InvalidQuery {
     /// A cursor that cannot be read, was altered, or is another listing's.
     #[error("invalid cursor")]
     Cursor,
+    /// A live tail's `Last-Event-ID` that is not an event id of this listing.
+    #[error("invalid Last-Event-ID")]
+    LastEventId,
 }
 
 impl LogQuery {

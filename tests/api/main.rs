@@ -26,4 +26,5 @@ mod replicas;
 mod shards;
 mod shared;
 mod stalls;
+mod tail;
 mod tenants;

@@ -66,7 +66,7 @@ impl Served {
         }
     }
 
-    fn rewrite(&self, config: &str) {
+    pub(crate) fn rewrite(&self, config: &str) {
         let port = self.base.rsplit(':').next().unwrap().parse().unwrap();
         std::fs::write(&self.config, served_config(port, config)).unwrap();
     }
