@@ -97,7 +97,10 @@ include-path = "/v1/apps/{app_id}/logs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 EOF
 # Every request comes from the allowed origin, so the CORS headers that every answer then
-# carries are checked against the document too.
+# carries are checked against the document too. The live tail (`.../logs/tail`) is left out:
+# a 200 there is a Server-Sent Events stream that stays open for `tail.max_stream_seconds`,
+# which schemathesis cannot read to its end; its answers (the stream, and the errors before
+# it, as JSON) are tested by hand in tests/api/tail.rs.
 log "schemathesis $SCHEMATHESIS_VERSION against http://127.0.0.1:$PORT (seed $SEED, $MAX_EXAMPLES examples)"
 HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" \
     "$VENV/bin/st" --config-file "$work/schemathesis.toml" run "http://127.0.0.1:$PORT/openapi.json" \
@@ -107,5 +110,6 @@ HYPOTHESIS_STORAGE_DIRECTORY="$work/hypothesis" \
     --header "Authorization: Bearer $KEY" \
     --header "Origin: $ORIGIN" \
     --generation-database none \
+    --exclude-path '/v1/apps/{app_id}/logs/tail' \
     --no-color \
     "$@"

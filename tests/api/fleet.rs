@@ -97,3 +97,66 @@ async fn two_proxies_given_one_request_id_run_their_queries_side_by_side() {
     assert_eq!((ra.status(), rb.status()), (StatusCode::OK, StatusCode::OK));
     assert_eq!(logproxy_testkit::count_queries(a.ch.raw(), &id).await, 2);
 }
+
+#[actix_web::test]
+async fn behind_nginx_affinity_every_stream_of_an_app_reaches_one_process_and_one_poller() {
+    let mut settings = test_settings();
+    settings.tail.poll_interval_ms = 250;
+    settings.tail.max_streams_per_tenant = 100;
+    let ch = migrate(&settings).await;
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(start_app(settings.clone()).await);
+    }
+    let bases: Vec<&str> = proxies.iter().map(|p| p.base.as_str()).collect();
+    let front = Nginx::start(&bases);
+    let apps: Vec<String> = (0..3).map(|_| unique_app("tailfleet")).collect();
+    let opened = apps
+        .iter()
+        .flat_map(|app| (0..4).map(|_| crate::tail::Sse::open(&front.base, app, ALPHA_KEY, None)));
+    let mut streams = join_all(opened).await;
+    actix_web::rt::time::sleep(std::time::Duration::from_millis(600)).await;
+    for app in &apps {
+        ch.insert_runtime(&[runtime_row(app, now_ms(), "info", "through the front")])
+            .await
+            .unwrap();
+    }
+    let got = join_all(
+        streams
+            .iter_mut()
+            .map(|s| s.entries(1, std::time::Duration::from_secs(5))),
+    )
+    .await;
+    for (i, (entries, _)) in got.iter().enumerate() {
+        assert_eq!(entries, &["through the front"], "stream {i}");
+    }
+    // Every poll of an app came from one poller of one process: query ids
+    // `tail.<app>.<poller>.<n>`.
+    logproxy_testkit::settle_query_log(ch.raw()).await;
+    for app in &apps {
+        let pollers = ch
+            .raw()
+            .query(
+                "SELECT uniqExact(splitByChar('.', initial_query_id)[3]) FROM system.query_log \
+                 WHERE startsWith(initial_query_id, ?)",
+            )
+            .bind(format!("tail.{app}."))
+            .fetch_one::<u64>()
+            .await
+            .unwrap();
+        assert_eq!(pollers, 1, "{app}: polled by {pollers} pollers");
+    }
+    let mut open = Vec::new();
+    for proxy in &proxies {
+        let metrics = proxy.metrics().await;
+        open.push(logproxy_testkit::metric_value(
+            &metrics,
+            "logproxy_tail_streams",
+        ));
+    }
+    assert_eq!(open.iter().sum::<f64>(), 12.0, "{open:?}");
+    assert!(
+        open.iter().all(|n| n % 4.0 == 0.0),
+        "an app's 4 streams on one proxy: {open:?}"
+    );
+}
