@@ -963,6 +963,8 @@ mod memory;
 mod paging;
 #[path = "load/shards.rs"]
 mod shards;
+#[path = "load/tail.rs"]
+mod tail;
 #[path = "load/tenants.rs"]
 mod tenants;
 
@@ -997,6 +999,9 @@ async fn main() {
     }
     if std::env::args().any(|a| a == "tenants") {
         return tenants::noisy_neighbour().await;
+    }
+    if std::env::args().any(|a| a == "tail") {
+        return tail::thousand_streams().await;
     }
     install_wrk_if_missing();
     let ch_url = ensure_clickhouse();
