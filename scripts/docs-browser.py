@@ -71,6 +71,7 @@ class Browser:
         args = [
             "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--disable-dev-shm-usage",  # a container's /dev/shm is often too small
             f"--user-data-dir={WORK}/profile",
             # Everything but the service goes to the refusing proxy, loopback too ...
             f"--proxy-server=http://127.0.0.1:{proxy_port}",
@@ -245,5 +246,4 @@ def main():
     return 1 if failures else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())
