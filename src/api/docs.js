@@ -9,8 +9,8 @@
     root.textContent = "Could not load " + base + "/openapi.json: " + error;
   }
 
-  // Expands every GET operation that takes parameters (the logs endpoint), so that it and
-  // its parameters show without a click; the others stay folded.
+  // Expands every GET operation that takes parameters (the logs endpoint; health, metrics
+  // and the document take none), so that it and its parameters show without a click.
   function expand(ui, spec) {
     Object.keys(spec.paths || {}).forEach(function (path) {
       var get = spec.paths[path].get;
