@@ -72,4 +72,5 @@ else
 fi
 scripts/schemathesis.sh
 scripts/openapi-client.sh
+scripts/docs-browser.sh
 scripts/image-check.sh

@@ -42,7 +42,7 @@ where
 }
 
 /// The routes `listener` serves; every other path is the app's default, a 404.
-fn routes(listener: Listener) -> impl FnOnce(&mut web::ServiceConfig) {
+fn routes(listener: Listener, docs: bool) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         get_head(cfg, listener, LOGS_PATH, api::logs::get_logs);
         get_head(cfg, listener, api::tail::TAIL_PATH, api::tail::get_tail);
@@ -50,6 +50,10 @@ fn routes(listener: Listener) -> impl FnOnce(&mut web::ServiceConfig) {
         get_head(cfg, listener, "/readyz", api::health::readyz);
         get_head(cfg, listener, "/metrics", api::metrics::metrics);
         get_head(cfg, listener, "/openapi.json", api::openapi::openapi);
+        if docs {
+            get_head(cfg, listener, api::docs::PAGE_PATH, api::docs::page);
+            get_head(cfg, listener, api::docs::ASSET_PATH, api::docs::asset);
+        }
     }
 }
 
@@ -79,6 +83,7 @@ fn http_server(
 ) -> std::io::Result<Server> {
     let refusal = api::refusal::renderer(state.clone());
     let state = state.clone();
+    let docs = settings.docs;
     let mut server = HttpServer::new(move || {
         // Runs once on each worker thread: one serving the logs may host app actors.
         if serves.serves(LOGS_PATH) {
@@ -87,7 +92,7 @@ fn http_server(
         App::new()
             .app_data(state.clone())
             .wrap_fn(api::context::around)
-            .configure(routes(serves))
+            .configure(routes(serves, docs))
             .default_service(web::to(api::logs::not_found))
     })
     .keep_alive(Duration::from_secs(settings.keep_alive_seconds))

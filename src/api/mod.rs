@@ -3,6 +3,7 @@
 
 pub mod context;
 pub mod cors;
+pub mod docs;
 pub mod error;
 pub mod health;
 pub mod logs;

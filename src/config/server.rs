@@ -47,6 +47,9 @@ pub struct ServerSettings {
     /// A connection whose sent data stays unacknowledged this long (a client that stops
     /// reading, or is gone) is dropped by the kernel (TCP_USER_TIMEOUT); 0: the OS default.
     pub send_timeout_seconds: u64,
+    /// `GET /docs`, the API reference page (Swagger UI over `/openapi.json`); false: `/docs`
+    /// is 404, as any unknown path.
+    pub docs: bool,
 }
 
 impl Default for ServerSettings {
@@ -60,6 +63,7 @@ impl Default for ServerSettings {
             shutdown_timeout_seconds: 30,
             max_connections: 25_000,
             send_timeout_seconds: 20,
+            docs: true,
         }
     }
 }

@@ -11,6 +11,7 @@ mod contract;
 mod cors;
 mod delta;
 mod deploy;
+mod docs;
 mod edges;
 mod endpoints;
 mod fleet;
