@@ -270,12 +270,19 @@ async fn a_quiet_stream_gets_heartbeats_and_other_apps_rows_are_not_its_own() {
 async fn errors_before_a_stream_are_json_and_the_tenant_cap_is_429_too_many_streams() {
     let mut settings = test_settings();
     settings.tail.max_streams_per_tenant = 2;
+    settings.tail.max_streams = 3;
     // A client that went away is noticed at the stream's next write, the heartbeat at most.
     settings.tail.heartbeat_seconds = 1;
     let app = spawn_app_with(settings).await;
     let app_id = unique_app("tailcap");
     let error = |resp: reqwest::Response| async move {
         let status = resp.status();
+        // A stream never ends by itself: an error was expected, say so rather than wait.
+        assert_ne!(
+            status,
+            StatusCode::OK,
+            "a stream opened where an error was due"
+        );
         let retry = resp.headers().get("retry-after").cloned();
         let body = body_json(resp).await;
         (
@@ -311,8 +318,19 @@ async fn errors_before_a_stream_are_json_and_the_tenant_cap_is_429_too_many_stre
         (StatusCode::TOO_MANY_REQUESTS, "too_many_streams")
     );
     assert_eq!(retry.unwrap(), "5");
-    // Another tenant still may.
+    // Another tenant still may, up to the process's cap (3): then 503 overloaded.
     let beta = Sse::open(&app.base, "beta-app", BETA_KEY, None).await;
+    let full = tail_request(&app.base, "beta-app", BETA_KEY, None).await;
+    let (status, code, retry) = error(full).await;
+    assert_eq!(
+        (status, code.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "overloaded")
+    );
+    assert_eq!(retry.unwrap(), "1");
+    // HEAD: the stream's headers, and no stream.
+    let head = http.head(&url).bearer_auth(ALPHA_KEY).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(header(&head, "content-type"), "text/event-stream");
     drop((_a, beta));
     // A stream that ended frees its place.
     let until = Instant::now() + Duration::from_secs(5);
@@ -517,4 +535,32 @@ async fn serial_sigterm_ends_every_stream_with_shutdown_and_exits_within_3_secon
         took < Duration::from_secs(3),
         "exited {took:?} after SIGTERM"
     );
+}
+
+#[actix_web::test]
+async fn a_stream_ends_at_its_max_duration_and_resumes_with_its_last_event_id() {
+    let mut settings = tail_settings(200);
+    settings.tail.max_stream_seconds = 2;
+    let app = spawn_app_with(settings).await;
+    let app_id = unique_app("tailmax");
+    let mut sse = Sse::open(&app.base, &app_id, ALPHA_KEY, None).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    app.insert_runtime(&rows(&app_id, now_ms(), &["before".into()]))
+        .await;
+    let (got, events) = sse.entries(2, Duration::from_secs(4)).await;
+    assert_eq!(got, ["before"]);
+    let end = events.last().expect("an end event");
+    assert_eq!(
+        (end.event.as_str(), end.data.as_str()),
+        ("end", r#"{"reason":"max_duration"}"#)
+    );
+    let id = sse.last_id.clone().expect("an event id");
+    app.insert_runtime(&rows(&app_id, now_ms(), &["between".into()]))
+        .await;
+    let mut resumed = Sse::open(&app.base, &app_id, ALPHA_KEY, Some(&id)).await;
+    let (got, _) = resumed.entries(1, Duration::from_secs(3)).await;
+    assert_eq!(got, ["between"]);
+    let metrics = app.metrics().await;
+    let ended = "logproxy_tail_streams_ended_total{reason=\"max_duration\"}";
+    assert!(metric_value(&metrics, ended) >= 1.0);
 }
