@@ -158,6 +158,7 @@ fn sorted(mut v: Vec<String>) -> Vec<String> {
 async fn fifty_streams_get_every_entry_once_a_late_row_too_from_about_one_poll_a_interval() {
     let app = spawn_app_with(tail_settings(250)).await;
     let app_id = unique_app("tail50");
+    let opened = Instant::now();
     let mut streams =
         join_all((0..50).map(|_| Sse::open(&app.base, &app_id, ALPHA_KEY, None))).await;
     // The poller's first poll happened: what was there before is not sent.
@@ -196,11 +197,13 @@ async fn fifty_streams_get_every_entry_once_a_late_row_too_from_about_one_poll_a
             .all(|e| e.event == "entries" || e.event == ":"));
     }
     let polls = count_queries(app.ch.raw(), &format!("tail.{app_id}.")).await;
-    let intervals = elapsed.as_millis() as u64 / 250;
-    eprintln!("{polls} polls over {elapsed:?} ({intervals} intervals) for 50 streams");
+    // Counted up to now: the poller's whole life so far (it polls while its streams are
+    // open), at most one poll an interval and the first one at once.
+    let intervals = opened.elapsed().as_millis() as u64 / 250;
+    eprintln!("{polls} polls in {intervals} intervals ({elapsed:?} of inserts) for 50 streams");
     assert!(polls >= 3, "{polls} polls");
     assert!(
-        polls <= intervals + 4,
+        polls <= intervals + 2,
         "{polls} polls in {intervals} intervals: not one poll an interval for 50 streams"
     );
     let metrics = app.metrics().await;
@@ -359,13 +362,18 @@ async fn served(extra: &str, tenants: &str) -> (Served, logproxy::clickhouse::Ch
     (Served::start(&config), ch, settings.clickhouse.database)
 }
 
+// Serial: the three reading clients must keep within the lag bound (32 events of 200 ms),
+// which a neighbouring test's CPU burst on two cores can hold them past; a bound loose enough
+// for that would need minutes of inserts to end the client that does not read.
 #[actix_web::test]
-async fn a_client_that_never_reads_is_ended_and_rss_stays_bounded_while_others_get_everything() {
+async fn serial_a_client_that_never_reads_is_ended_and_rss_stays_bounded_while_others_get_all() {
     use std::io::Write as _;
     use std::sync::atomic::{AtomicBool, Ordering};
     // A small resume memory (100 events of 100 entries would be 10 MB): the baseline below is
-    // taken once it is full.
-    let tail = "[tail]\npoll_interval_ms = 100\nmax_lag_events = 16\nmax_backfill = 1000\n";
+    // taken once it is full. A short overlap: each poll reads again the rows of the overlap
+    // (5 s of 1 MB/s by default), which on a busy machine slows the polls, and so the events
+    // that the client that does not read has to fall behind by.
+    let tail = "[tail]\npoll_interval_ms = 200\nmax_lag_events = 32\nmax_backfill = 1000\noverlap_ms = 1000\n";
     let (served, ch, _) = served(tail, &tenant("alpha", ALPHA_KEY)).await;
     let app_id = unique_app("tailstuck");
     let pid = served.child.id();
