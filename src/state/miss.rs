@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::Core;
 use crate::cache::{FetchError, Fetched, Origin, Owner, Refresh};
+use crate::clickhouse::rows::LogSink;
 use crate::clickhouse::{Bounds, ChClient, QueryError};
 use crate::config::CacheSettings;
 use crate::domain::LogQuery;
@@ -191,17 +192,39 @@ impl Core {
         // on several of a fleet (ClickHouse refuses a second running query with one id).
         let n = self.queries.fetch_add(1, Ordering::Relaxed);
         let query_id = format!("{request_id}.{:08x}.{n}", self.id_prefix >> 32);
+        let page = || {
+            let page = PageBuilder::new(&q.key.app_id, q.key.log_type, limit, listing);
+            let rows = page.rows_to_ask();
+            (page, rows)
+        };
+        self.query_rows(claimant, q, bounds, &query_id, page).await
+    }
+
+    /// One query of `q`'s rows in `bounds`, named `query_id` on the server, on a replica of
+    /// the app's shard (retried or hedged there at most once, an extra attempt in a slot of
+    /// `claimant`'s if one is free): each attempt decodes into a sink of its own, which
+    /// `sink` makes with the number of rows to ask for. Timed, and its failures counted, in
+    /// the query metrics. The caller holds the query's slot.
+    pub async fn query_rows<S: LogSink>(
+        &self,
+        claimant: &Claimant,
+        q: &LogQuery,
+        bounds: Bounds,
+        query_id: &str,
+        sink: impl Fn() -> (S, u32),
+    ) -> Result<S, QueryError> {
         let started = Instant::now();
         // A retry or hedge takes a slot too, if one is free within the same caps.
         let extra_slot = || self.slots.try_acquire(claimant);
-        let attempt = |ch: ChClient, query_id: String| async move {
-            let mut page = PageBuilder::new(&q.key.app_id, q.key.log_type, limit, listing);
-            let rows = page.rows_to_ask();
-            ch.logs(q, &bounds, rows, &query_id, &mut page).await?;
-            Ok(page)
+        let attempt = |ch: ChClient, query_id: String| {
+            let (mut sink, rows) = sink();
+            async move {
+                ch.logs(q, &bounds, rows, &query_id, &mut sink).await?;
+                Ok(sink)
+            }
         };
         let replicas = self.shards.for_app(&q.key.app_id);
-        let result = replicas.run(&query_id, extra_slot, attempt).await;
+        let result = replicas.run(query_id, extra_slot, attempt).await;
         let outcome = match &result {
             Ok(_) => "ok",
             Err(e) => {
@@ -225,7 +248,6 @@ mod tests {
     use rand::{Rng as _, SeedableRng as _};
 
     use super::*;
-    use crate::clickhouse::rows::LogSink as _;
     use crate::clickhouse::RuntimeRow;
     use crate::domain::LogType;
 

@@ -178,16 +178,8 @@ impl TailHub {
                 end_ms: None,
                 after: None,
             };
-            let extra_slot = || core.slots.try_acquire(&claimant);
-            let attempt = |ch: crate::clickhouse::ChClient, id: String| {
-                let query = &query;
-                async move {
-                    let mut batch = Batch::default();
-                    ch.logs(query, &bounds, asked, &id, &mut batch).await?;
-                    Ok(batch)
-                }
-            };
-            let batch = replicas.run(&query_id, extra_slot, attempt).await?;
+            let batch = || (Batch::default(), asked);
+            let batch = (core.query_rows(&claimant, &query, bounds, &query_id, batch)).await?;
             Ok((batch, started_ms))
         };
         poll.into_actor(self)
