@@ -1,6 +1,6 @@
 //! The command line: `serve`, `migrate`, `seed`, `hash-key`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -61,8 +61,10 @@ impl Cli {
                 let settings = Settings::load(&config)?;
                 _log = Some(crate::telemetry::init(&settings.logging));
                 let bind = settings.server.bind.clone();
+                let pid_file = settings.server.pid_file.clone();
                 // A bind error names its address and key itself.
                 let app = Application::build(settings).context("cannot start serving")?;
+                let _pid_file = PidFile::write(&pid_file)?;
                 let admin_port = app.admin_port();
                 tracing::info!(
                     port = app.port(),
@@ -125,5 +127,33 @@ impl Cli {
             Command::HashKey { key } => println!("{}", crate::auth::hash_key(&key)),
         }
         Ok(())
+    }
+}
+
+/// `server.pid_file`: this process's id, written once the listeners are bound and removed
+/// when `serve` returns (unless another process has written the file since), so that
+/// `kill -HUP "$(cat FILE)"` signals this service and no other.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: &str) -> anyhow::Result<Self> {
+        if path.is_empty() {
+            return Ok(Self(None));
+        }
+        let path = Path::new(path);
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write server.pid_file {}", path.display()))?;
+        Ok(Self(Some(path.to_owned())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let Some(path) = &self.0 else { return };
+        let ours = std::fs::read_to_string(path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }
