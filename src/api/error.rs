@@ -182,6 +182,11 @@ impl ApiError {
                     "missing_api_key",
                     "Missing API key: send Authorization: Bearer <key>",
                 ),
+                AuthError::NotBearer => unauthorized(
+                    "missing_api_key",
+                    "Missing API key: the Authorization header lacks the Bearer scheme; \
+                     send Authorization: Bearer <key>",
+                ),
                 AuthError::Invalid => unauthorized("invalid_api_key", "Invalid API key"),
                 AuthError::InsufficientScope { required } => described(
                     S::FORBIDDEN,
@@ -289,7 +294,7 @@ impl ApiError {
     fn headers(&self) -> Vec<(header::HeaderName, String)> {
         let retry_after = |s: u64| vec![(header::RETRY_AFTER, s.max(1).to_string())];
         match self {
-            ApiError::Auth(AuthError::Missing | AuthError::Invalid) => {
+            ApiError::Auth(AuthError::Missing | AuthError::NotBearer | AuthError::Invalid) => {
                 vec![(header::WWW_AUTHENTICATE, "Bearer".into())]
             }
             ApiError::MethodNotAllowed { .. } => vec![(header::ALLOW, "GET, HEAD".into())],
