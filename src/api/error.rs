@@ -483,12 +483,12 @@ mod tests {
     }
 
     #[test]
-    fn readme_error_table_says_what_the_code_answers() {
-        let readme = include_str!("../../README.md");
+    fn the_error_table_of_docs_errors_md_says_what_the_code_answers() {
+        let readme = include_str!("../../docs/errors.md");
         let section = readme
             .split("| status | `error.type` | `error.code` | when |")
             .nth(1)
-            .expect("README has the error table");
+            .expect("docs/errors.md has the error table");
         let mut rows = BTreeSet::new();
         for line in section.lines().skip(2).take_while(|l| l.starts_with('|')) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
