@@ -3,13 +3,14 @@
 //! same rows, so each replica answers the same bytes and ETag.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use logproxy_testkit::{free_port, metric, wait_until_listening};
+use logproxy_testkit::{free_port, metric};
 use reqwest::StatusCode;
 
-use crate::helpers::{body_json, clickhouse_url, header, migrate, start_app, test_settings};
+use crate::helpers::{body_json, header, migrate, start_app, test_settings};
+use crate::operations::Served;
 use crate::replicas::shared_replica_urls;
 
 #[actix_web::test]
@@ -61,73 +62,16 @@ async fn a_key_without_the_bearer_scheme_gets_401_missing_api_key_saying_the_sch
     }
 }
 
-/// `logproxy serve` as a child process in a directory of its own, with `[server]` `extra`.
-struct Serving {
-    child: Child,
-    dir: PathBuf,
-    base: String,
+/// A fresh directory for a test's pid file (an absolute path: the service runs elsewhere).
+fn pid_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("lp-door-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
-impl Serving {
-    fn start(extra: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lp-door-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let port = free_port();
-        let config = format!(
-            "[server]\nbind = \"127.0.0.1:{port}\"\nworkers = 1\n{extra}\n[clickhouse]\nurl = \"{}\"\n",
-            clickhouse_url()
-        );
-        std::fs::write(dir.join("config.toml"), config).unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_logproxy"));
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("LOGPROXY__") {
-                cmd.env_remove(key);
-            }
-        }
-        let child = cmd
-            .current_dir(&dir)
-            .args(["serve", "--config", "config.toml"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start logproxy");
-        wait_until_listening(port, "logproxy");
-        Self {
-            child,
-            dir,
-            base: format!("http://127.0.0.1:{port}"),
-        }
-    }
-
-    /// Runs `script` with `sh -c` in the service's directory.
-    fn sh(&self, script: &str) {
-        let status = Command::new("sh")
-            .current_dir(&self.dir)
-            .args(["-c", script])
-            .status()
-            .unwrap();
-        assert!(status.success(), "{script}");
-    }
-
-    fn exit_code(&mut self) -> Option<i32> {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < until, "logproxy did not exit");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+fn sh(script: &str) {
+    let status = Command::new("sh").args(["-c", script]).status().unwrap();
+    assert!(status.success(), "{script}");
 }
 
 /// The text of `path` once it exists (within 10 s).
@@ -155,15 +99,16 @@ async fn reloads_ok(base: &str) -> f64 {
 #[actix_web::test]
 async fn serve_writes_its_pid_file_a_hup_through_it_reloads_it_and_its_exit_removes_it() {
     // Arrange
-    let mut served = Serving::start("pid_file = \"logproxy.pid\"");
-    let pid_file = served.dir.join("logproxy.pid");
+    let dir = pid_dir();
+    let pid_file = dir.join("logproxy.pid");
+    let mut served = Served::start(&format!("pid_file = \"{}\"\n", pid_file.display()));
     assert_eq!(
         read_when_written(&pid_file),
         format!("{}\n", served.child.id())
     );
 
     // Act: the reload command the docs show.
-    served.sh("kill -HUP \"$(cat logproxy.pid)\"");
+    sh(&format!("kill -HUP \"$(cat {})\"", pid_file.display()));
 
     // Assert
     let until = Instant::now() + Duration::from_secs(10);
@@ -171,30 +116,30 @@ async fn serve_writes_its_pid_file_a_hup_through_it_reloads_it_and_its_exit_remo
         assert!(Instant::now() < until, "no reload within 10 s of SIGHUP");
         actix_web::rt::time::sleep(Duration::from_millis(50)).await;
     }
-    served.sh("kill -TERM \"$(cat logproxy.pid)\"");
-    assert_eq!(served.exit_code(), Some(0));
+    sh(&format!("kill -TERM \"$(cat {})\"", pid_file.display()));
+    assert_eq!(served.exit_code(Duration::from_secs(30)), 0);
     assert!(!pid_file.exists(), "the pid file is removed at exit");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[actix_web::test]
 async fn a_pid_file_another_process_wrote_since_is_left_and_one_that_cannot_be_written_stops_the_start(
 ) {
     // Arrange: a service whose pid file another process then overwrote.
-    let mut served = Serving::start("pid_file = \"logproxy.pid\"");
-    let pid_file = served.dir.join("logproxy.pid");
+    let dir = pid_dir();
+    let pid_file = dir.join("logproxy.pid");
+    let mut served = Served::start(&format!("pid_file = \"{}\"\n", pid_file.display()));
     read_when_written(&pid_file);
     std::fs::write(&pid_file, "1\n").unwrap();
 
     // Act
-    served.sh(&format!("kill -TERM {}", served.child.id()));
+    served.signal("TERM");
 
     // Assert
-    assert_eq!(served.exit_code(), Some(0));
+    assert_eq!(served.exit_code(Duration::from_secs(30)), 0);
     assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), "1\n");
 
     // A pid file in a missing directory: the service does not start, and says why.
-    let dir = std::env::temp_dir().join(format!("lp-door-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
     let config = format!(
         "[server]\nbind = \"127.0.0.1:{}\"\npid_file = \"missing/logproxy.pid\"\n",
         free_port()
