@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs logproxy on local demo data, in the foreground, on 127.0.0.1:8080.
+# Runs logproxy on local demo data, in the foreground, on 127.0.0.1:8080 (docs/demo.md).
 #
 # Usage: scripts/demo.sh                   two local ClickHouse replicas on 18123 and 18124
 #        DEMO_REPLICAS=1 scripts/demo.sh   one, on 18123
@@ -7,9 +7,11 @@
 #
 # Steps:
 #   1. scripts/clickhouse.sh start PORT...  (installs Debian's clickhouse-server and curl if missing)
-#   2. cargo build --release --locked, once; the steps below run target/release/logproxy
+#   2. cargo build --release --locked, once (DEMO_PROFILE=debug: the debug build); the steps
+#      below run target/release/logproxy (target/debug/logproxy)
 #   3. on each server: logproxy migrate, then, if needed, a fresh
-#      logproxy seed --apps 5 --rows-per-app 5000 --hours 24  (demo-app-1..5, both log kinds)
+#      logproxy seed --apps 5 --rows-per-app 5000 --hours 24 --now <one instant for all>
+#      (demo-app-1..5, both log kinds)
 #   4. prints a curl line for the demo key, then execs `logproxy serve --config config/default.toml`
 #      with LOGPROXY__CLICKHOUSE__URL (one server) or LOGPROXY__CLICKHOUSE__URLS (comma-separated)
 #
@@ -18,15 +20,18 @@
 # previous run is kept. Otherwise (no rows, a half-finished or different seed, or data that
 # has aged out of the 24 h window) the rows of demo-app-1..5 -- and only those -- are deleted
 # and seeded again, so rows are never doubled. DEMO_RESEED=1 forces a fresh seed. If one
-# server needs a new seed, all get one, so the replicas hold the same rows (their timestamps
-# differ by the seconds between the seed runs: seed counts back from its own "now").
+# server needs a new seed, all get one, counting back from the same instant (`--now`), so
+# the replicas hold identical rows and answer the same bytes and ETags.
 #
 # Environment:
 #   LOGPROXY__SERVER__BIND  listen address (default 127.0.0.1:8080 from config/default.toml)
+#   LOGPROXY__SERVER__PID_FILE  the service's pid file (default target/demo.pid), for
+#                           `kill -HUP "$(cat target/demo.pid)"` (reload)
 #   DEMO_RESEED=1           delete and re-seed the demo apps' rows even if they are fresh
 #   DEMO_REPLICAS=N         number of local ClickHouse servers (default 2), on consecutive ports
 #   CLICKHOUSE_HTTP_PORT    port of the first local ClickHouse (default 18123); the demo always
 #                           uses these local servers, whatever LOGPROXY__CLICKHOUSE__URL(S) say
+#   DEMO_PROFILE            release (default) or debug: which build runs
 #   CARGO_TARGET_DIR        where cargo builds (default target/)
 #   DEMO_PREPARE_ONLY=1     steps 1-3 only, then exit (scripts/fleet.sh serves the data itself)
 #   LOGPROXY__CLICKHOUSE__DATABASE / __RUNTIME_TABLE / __REQUESTS_TABLE are honoured as usual.
@@ -35,7 +40,6 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 . scripts/lib.sh
 
 CONFIG=config/default.toml
-BIN="${CARGO_TARGET_DIR:-target}/release/logproxy"
 DEMO_APPS=5
 DEMO_KEY=lp_demo_key_1
 ROWS_PER_APP=5000
@@ -73,10 +77,7 @@ for name in "$DB" "$RUNTIME" "$REQUESTS"; do
 done
 
 # --------------------------------------------------------------------- build ---
-need_cargo
-log "cargo build --release (a few minutes the first time)"
-cargo build --release --locked
-[[ -x "$BIN" ]] || die "$BIN was not built"
+demo_build
 
 # ---------------------------------------------------------------- demo data ---
 for url in "${urls[@]}"; do
@@ -109,6 +110,7 @@ for url in "${urls[@]}"; do
 done
 
 if [[ -n "$reseed" ]]; then
+    now_ms="$(date +%s%3N)"   # one instant for every server: identical rows on each
     apps_in_list=""
     for i in $(seq 1 "$DEMO_APPS"); do apps_in_list+="${apps_in_list:+,}'demo-app-$i'"; done
     for url in "${urls[@]}"; do
@@ -125,7 +127,7 @@ if [[ -n "$reseed" ]]; then
         done
         (( pending == 0 )) || die "the delete of the old demo rows on $url did not finish within 60 s"
         LOGPROXY__CLICKHOUSE__URL="$url" "$BIN" seed --config "$CONFIG" \
-            --apps "$DEMO_APPS" --rows-per-app "$ROWS_PER_APP" --hours 24
+            --apps "$DEMO_APPS" --rows-per-app "$ROWS_PER_APP" --hours 24 --now "$now_ms"
     done
 else
     log "keeping the demo data of the previous run ($age_min minutes old; DEMO_RESEED=1 to replace it)"
@@ -141,6 +143,8 @@ else
     export LOGPROXY__CLICKHOUSE__URLS
 fi
 BASE="http://$HOST:$PORT"
+export LOGPROXY__SERVER__PID_FILE="${LOGPROXY__SERVER__PID_FILE:-target/demo.pid}"
+mkdir -p "$(dirname "$LOGPROXY__SERVER__PID_FILE")"
 cat <<EOF
 
 logproxy on $BASE (ClickHouse ${urls[*]}, database $DB), apps demo-app-1..$DEMO_APPS, key $DEMO_KEY.
@@ -148,7 +152,9 @@ Try:
 
   curl -s -H 'Authorization: Bearer $DEMO_KEY' '$BASE/v1/apps/demo-app-1/logs?hours=24&limit=5'
 
+The API reference page: $BASE/docs ("Authorize" with $DEMO_KEY, then "Try it out").
 Also: $BASE/healthz  $BASE/readyz  $BASE/metrics  $BASE/openapi.json
+Reload config/default.toml: kill -HUP "\$(cat $LOGPROXY__SERVER__PID_FILE)"
 Ctrl-C stops the service (ClickHouse keeps running: scripts/clickhouse.sh stop ${ports[*]}).
 
 EOF

@@ -7,6 +7,8 @@
 #   as_root CMD...              run CMD as root (directly, or through sudo)
 #   ensure_packages PKG...      apt-get install the packages that are not installed yet
 #   need_cargo                  cargo on PATH (rustup's ~/.cargo/env) and a C linker
+#   demo_build                  builds logproxy with DEMO_PROFILE (release, the default, or
+#                               debug: seconds once `cargo test` has built it) and sets BIN
 #   pip_pinned VENV NAME==VER...  a virtualenv at VENV (made if missing) holding these versions
 #   wait_http URL SECONDS [PID] until URL answers 2xx (SECONDS=0: ask once); fails early if PID dies
 #   port_in_use PORT [HOST]     something accepts TCP connections on HOST (127.0.0.1):PORT
@@ -68,6 +70,19 @@ need_cargo() {
     fi
     command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs)"
     command -v cc >/dev/null 2>&1 || ensure_packages gcc libc6-dev
+}
+
+demo_build() {
+    local profile="${DEMO_PROFILE:-release}" flags=()
+    case "$profile" in
+        release) flags=(--release); log "cargo build --release (a few minutes the first time)" ;;
+        debug) ;;
+        *) die "DEMO_PROFILE=$profile: release or debug" ;;
+    esac
+    need_cargo
+    cargo build --locked --bin logproxy "${flags[@]}"
+    BIN="${CARGO_TARGET_DIR:-target}/$profile/logproxy"
+    [[ -x "$BIN" ]] || die "$BIN was not built"
 }
 
 # pip_holds VENV NAME==VERSION: the virtualenv has exactly that version installed.

@@ -20,8 +20,11 @@
 #      starting with `serial_`: timing against probes and stalls) one at a time
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
-#   8. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
-#      file system, without a container engine (README "Docker"); it says so when it skips
+#   8. scripts/docs-browser.sh: the page at /docs in headless chromium
+#   9. scripts/readme-check.sh: the commands README.md and docs/ show, against the demo
+#      (debug build), scripts/cluster.sh and scripts/fleet.sh started as the pages say
+#  10. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
+#      file system, without a container engine (docs/image.md); it says so when it skips
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
@@ -73,4 +76,5 @@ fi
 scripts/schemathesis.sh
 scripts/openapi-client.sh
 scripts/docs-browser.sh
+scripts/readme-check.sh
 scripts/image-check.sh

@@ -16,6 +16,9 @@ pub const LOGS_READ: &str = "logs:read";
 pub enum AuthError {
     #[error("missing API key")]
     Missing,
+    /// `Authorization` holds something, but not `Bearer <key>` (a bare key, another scheme).
+    #[error("API key without the Bearer scheme")]
+    NotBearer,
     #[error("invalid API key")]
     Invalid,
     #[error("the key lacks the {required} scope")]
@@ -102,7 +105,10 @@ impl Auth {
         if !self.enabled {
             return Ok(None);
         }
-        self.authorize_digest(key_digest(authorization).as_ref(), app_id)
+        let Some(digest) = key_digest(authorization) else {
+            return Err(missing_key(authorization));
+        };
+        self.authorize_digest(Some(&digest), app_id)
     }
 
     /// As `authorize`, from the key's digest (`key_digest`): what a live tail stream keeps
@@ -143,6 +149,21 @@ impl Auth {
 pub fn key_digest(authorization: Option<&[u8]>) -> Option<[u8; 32]> {
     let key = authorization.and_then(bearer_token)?;
     Some(Sha256::digest(key).into())
+}
+
+/// Why `Authorization` gives no key: a header that holds something without the `Bearer`
+/// scheme (`Authorization: <key>`, `Basic ...`) is told so; none, or `Bearer` with nothing
+/// after it, is a missing key.
+fn missing_key(authorization: Option<&[u8]>) -> AuthError {
+    let header = authorization.map(<[u8]>::trim_ascii).unwrap_or_default();
+    let scheme = header
+        .split(u8::is_ascii_whitespace)
+        .next()
+        .unwrap_or_default();
+    match header.is_empty() || scheme.eq_ignore_ascii_case(b"bearer") {
+        true => AuthError::Missing,
+        false => AuthError::NotBearer,
+    }
 }
 
 /// The token of `Bearer <token>` (scheme case-insensitive); `None` for anything else.
@@ -198,16 +219,24 @@ mod tests {
     }
 
     #[test]
+    fn a_header_without_the_bearer_scheme_is_told_apart_from_no_key() {
+        let auth = auth();
+        let check = |h: Option<&str>| auth.authorize(h.map(str::as_bytes), "app-a");
+        for header in ["key-a", "Basic a2V5LWE=", "Token key-a", "bearerkey-a"] {
+            assert_eq!(check(Some(header)), Err(AuthError::NotBearer), "{header:?}");
+        }
+        for header in [None, Some(""), Some("  "), Some("Bearer"), Some("bearer  ")] {
+            assert_eq!(check(header), Err(AuthError::Missing), "{header:?}");
+        }
+    }
+
+    #[test]
     fn keys_map_to_tenants_scopes_and_apps() {
         let auth = auth();
         let check = |h: Option<&str>, app| auth.authorize(h.map(str::as_bytes), app);
         assert!(check(Some("Bearer key-a"), "app-a").is_ok());
         assert!(check(Some("bearer  key-a "), "app-a").is_ok());
         assert!(matches!(check(None, "app-a"), Err(AuthError::Missing)));
-        assert!(matches!(
-            check(Some("Basic x"), "app-a"),
-            Err(AuthError::Missing)
-        ));
         assert!(matches!(
             check(Some("Bearer "), "app-a"),
             Err(AuthError::Missing)

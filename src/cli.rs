@@ -1,6 +1,6 @@
 //! The command line: `serve`, `migrate`, `seed`, `hash-key`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -45,6 +45,10 @@ pub enum Command {
         hours: u32,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+        /// The instant the rows count back from (RFC 3339 or epoch milliseconds; default:
+        /// now). The same plan and `--now` give the same rows, on any server.
+        #[arg(long, value_parser = parse_now)]
+        now: Option<i64>,
     },
     /// Print the SHA-256 hex of an API key, as auth.tenants.api_key_sha256 stores it.
     HashKey { key: String },
@@ -61,8 +65,10 @@ impl Cli {
                 let settings = Settings::load(&config)?;
                 _log = Some(crate::telemetry::init(&settings.logging));
                 let bind = settings.server.bind.clone();
+                let pid_file = settings.server.pid_file.clone();
                 // A bind error names its address and key itself.
                 let app = Application::build(settings).context("cannot start serving")?;
+                let _pid_file = PidFile::write(&pid_file)?;
                 let admin_port = app.admin_port();
                 tracing::info!(
                     port = app.port(),
@@ -96,6 +102,7 @@ impl Cli {
                 rows_per_app,
                 hours,
                 seed: seed_value,
+                now,
             } => {
                 anyhow::ensure!(hours >= 1, "--hours must be at least 1");
                 let settings = Settings::load(&config)?;
@@ -105,7 +112,7 @@ impl Cli {
                     hours,
                     seed: seed_value,
                 };
-                let now_ms = chrono::Utc::now().timestamp_millis();
+                let now_ms = now.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
                 let mut rows = 0;
                 // Each replica gets the rows; on a cluster they go in once, through the
                 // Distributed tables, which put each app on its shard.
@@ -120,10 +127,47 @@ impl Cli {
                         .await
                         .with_context(|| format!("seeding {url}"))?;
                 }
-                println!("inserted {rows} rows for demo-app-1..demo-app-{apps}");
+                println!(
+                    "inserted {rows} rows for demo-app-1..demo-app-{apps}, counting back from {} (--now {now_ms})",
+                    crate::domain::rfc3339_ms(now_ms)
+                );
             }
             Command::HashKey { key } => println!("{}", crate::auth::hash_key(&key)),
         }
         Ok(())
+    }
+}
+
+/// `--now`: an instant as `start` and `end` take it.
+fn parse_now(text: &str) -> Result<i64, String> {
+    crate::domain::parse_instant(text)
+        .map_err(|reason| format!("not an RFC 3339 date-time or epoch milliseconds: {reason}"))
+}
+
+/// `server.pid_file`: this process's id, written once the listeners are bound and removed
+/// when `serve` returns (unless another process has written the file since), so that
+/// `kill -HUP "$(cat FILE)"` signals this service and no other.
+struct PidFile(Option<PathBuf>);
+
+impl PidFile {
+    fn write(path: &str) -> anyhow::Result<Self> {
+        if path.is_empty() {
+            return Ok(Self(None));
+        }
+        let path = Path::new(path);
+        std::fs::write(path, format!("{}\n", std::process::id()))
+            .with_context(|| format!("cannot write server.pid_file {}", path.display()))?;
+        Ok(Self(Some(path.to_owned())))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let Some(path) = &self.0 else { return };
+        let ours = std::fs::read_to_string(path)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            let _ = std::fs::remove_file(path);
+        }
     }
 }

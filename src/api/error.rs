@@ -182,6 +182,11 @@ impl ApiError {
                     "missing_api_key",
                     "Missing API key: send Authorization: Bearer <key>",
                 ),
+                AuthError::NotBearer => unauthorized(
+                    "missing_api_key",
+                    "Missing API key: the Authorization header lacks the Bearer scheme; \
+                     send Authorization: Bearer <key>",
+                ),
                 AuthError::Invalid => unauthorized("invalid_api_key", "Invalid API key"),
                 AuthError::InsufficientScope { required } => described(
                     S::FORBIDDEN,
@@ -289,7 +294,7 @@ impl ApiError {
     fn headers(&self) -> Vec<(header::HeaderName, String)> {
         let retry_after = |s: u64| vec![(header::RETRY_AFTER, s.max(1).to_string())];
         match self {
-            ApiError::Auth(AuthError::Missing | AuthError::Invalid) => {
+            ApiError::Auth(AuthError::Missing | AuthError::NotBearer | AuthError::Invalid) => {
                 vec![(header::WWW_AUTHENTICATE, "Bearer".into())]
             }
             ApiError::MethodNotAllowed { .. } => vec![(header::ALLOW, "GET, HEAD".into())],
@@ -478,12 +483,12 @@ mod tests {
     }
 
     #[test]
-    fn readme_error_table_says_what_the_code_answers() {
-        let readme = include_str!("../../README.md");
+    fn the_error_table_of_docs_errors_md_says_what_the_code_answers() {
+        let readme = include_str!("../../docs/errors.md");
         let section = readme
             .split("| status | `error.type` | `error.code` | when |")
             .nth(1)
-            .expect("README has the error table");
+            .expect("docs/errors.md has the error table");
         let mut rows = BTreeSet::new();
         for line in section.lines().skip(2).take_while(|l| l.starts_with('|')) {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();

@@ -6,6 +6,8 @@ mod cache;
 mod check;
 mod clickhouse;
 mod redis;
+#[cfg(test)]
+mod reference;
 mod server;
 mod tail;
 

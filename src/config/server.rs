@@ -50,6 +50,9 @@ pub struct ServerSettings {
     /// `GET /docs`, the API reference page (Swagger UI over `/openapi.json`); false: `/docs`
     /// is 404, as any unknown path.
     pub docs: bool,
+    /// A file `serve` writes its process id to once its listeners are bound, and removes at
+    /// exit, so that `kill -HUP "$(cat FILE)"` signals this process and no other; empty: none.
+    pub pid_file: String,
 }
 
 impl Default for ServerSettings {
@@ -64,6 +67,7 @@ impl Default for ServerSettings {
             max_connections: 25_000,
             send_timeout_seconds: 20,
             docs: true,
+            pid_file: String::new(),
         }
     }
 }

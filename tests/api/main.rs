@@ -15,6 +15,7 @@ mod docs;
 mod edges;
 mod endpoints;
 mod fleet;
+mod front_door;
 mod helpers;
 mod limits;
 mod log_output;
