@@ -81,7 +81,7 @@ fn http_server(
     listener: TcpListener,
     settings: &ServerSettings,
 ) -> std::io::Result<Server> {
-    let refusal = api::refusal::renderer(state.clone());
+    let refusal = api::context::renderer(state.clone());
     let state = state.clone();
     let docs = settings.docs;
     let mut server = HttpServer::new(move || {
