@@ -1,12 +1,12 @@
-//! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer; a
-//! query goes to a healthy one with the fewest queries in flight (a suspect one only when
-//! none is healthy), is retried or hedged on another at most once, and fails at once when
-//! every one is down (CONTRACT.md §6).
+//! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer
+//! (`probe.rs`); a query goes to a healthy one with the fewest queries in flight (a suspect
+//! one only when none is healthy), is retried or hedged on another at most once, and fails at
+//! once when every one is down (CONTRACT.md §6).
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
@@ -15,7 +15,6 @@ use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::probe::probe_loop;
 use super::{ChClient, QueryError};
 use crate::config::ClickHouseSettings;
 
@@ -123,16 +122,6 @@ impl Replica {
     }
 }
 
-impl Replicas {
-    /// The index of `replica` in this set.
-    pub(super) fn index_of(&self, replica: &Replica) -> usize {
-        self.replicas
-            .iter()
-            .position(|r| std::ptr::eq(r, replica))
-            .unwrap_or(usize::MAX)
-    }
-}
-
 /// One replica in `/readyz`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReplicaStatus {
@@ -202,15 +191,6 @@ impl Replicas {
     /// The first replica's client, for tools.
     pub fn first(&self) -> &ChClient {
         &self.replicas[0].client
-    }
-
-    /// Probes every replica now and then every `health_check_interval_ms`, for as long as
-    /// `this` lives. Call inside a Tokio runtime.
-    pub fn spawn_probes(this: &Arc<Self>) {
-        for index in 0..this.replicas.len() {
-            let weak = Arc::downgrade(this);
-            tokio::spawn(probe_loop(weak, index));
-        }
     }
 
     /// Each replica's state.
