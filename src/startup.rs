@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::actors::Registry;
 use crate::api::{self, AppState, Listener, LOGS_PATH};
 use crate::config::{ServerSettings, Settings};
+use crate::lifecycle::{Reloads, Signals};
 use crate::metrics::Metrics;
 use crate::state::Core;
 
@@ -22,6 +23,7 @@ pub struct Application {
     /// The admin listener's server (`server.admin_bind`); it stops once `server` has.
     admin: Option<Server>,
     state: web::Data<AppState>,
+    reloads: Reloads,
 }
 
 /// GET and HEAD on `path`, if `listener` serves it; any other method is 405 with `Allow`.
@@ -133,10 +135,13 @@ impl Application {
         let admin_port = admin_port.map(|addr| addr.port());
         let core = Arc::new(Core::new(settings, Metrics::new()).map_err(std::io::Error::other)?);
         core.shards.spawn_probes();
+        let registry = core.metrics.registry();
+        let reloads = Reloads::register(registry);
         let state = web::Data::new(AppState {
             registry: Arc::new(Registry::new(core.clone())),
             openapi: ArcSwap::from_pointee(api::openapi::rendered(&core.settings.logs.levels)),
             tails: crate::tail::Tails::new(core.clone()),
+            http_metrics: api::http_metrics::HttpMetrics::register(registry),
             core,
         });
         let public = match admin {
@@ -153,6 +158,7 @@ impl Application {
             server,
             admin,
             state,
+            reloads,
         })
     }
 
@@ -189,8 +195,12 @@ impl Application {
 
     /// Runs until SIGTERM or SIGINT has drained the server; SIGHUP reloads `config`.
     pub async fn serve(self, config: PathBuf) -> std::io::Result<()> {
-        let signals =
-            crate::lifecycle::Signals::new(self.state.clone(), self.server.handle(), config)?;
+        let (state, handle, reloads) = (
+            self.state.clone(),
+            self.server.handle(),
+            self.reloads.clone(),
+        );
+        let signals = Signals::new(state, handle, config, reloads)?;
         let watcher = actix_web::rt::spawn(signals.watch());
         // Without its signal watcher the process would serve on and ignore SIGTERM: if the
         // watcher panics, the server stops and the process exits non-zero.

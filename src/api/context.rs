@@ -97,9 +97,8 @@ where
         let status = res.status();
         let elapsed = started.elapsed();
         state
-            .core
-            .metrics
-            .observe_http(route, status, elapsed.as_secs_f64());
+            .http_metrics
+            .observe(route, status, elapsed.as_secs_f64());
         res.headers_mut().insert(X_REQUEST_ID, id.0);
         if access {
             let tenant = res.request().extensions().get::<Tenant>().cloned();
@@ -134,9 +133,8 @@ pub fn renderer(state: web::Data<AppState>) -> ErrorRenderer {
             .headers_mut()
             .insert(X_REQUEST_ID, new_request_id(&state));
         state
-            .core
-            .metrics
-            .observe_http("unmatched", response.status(), 0.0);
+            .http_metrics
+            .observe("unmatched", response.status(), 0.0);
         response.into()
     })
 }

@@ -6,6 +6,7 @@ pub mod cors;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod http_metrics;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
@@ -56,4 +57,5 @@ pub struct AppState {
     pub openapi: arc_swap::ArcSwap<bytes::Bytes>,
     /// The live tail streams and their pollers.
     pub tails: crate::tail::Tails,
+    pub http_metrics: http_metrics::HttpMetrics,
 }

@@ -152,7 +152,7 @@ mod tests {
             probe_failures_to_down: failures_to_down,
             ..ClickHouseSettings::default()
         };
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::clickhouse::ClickHouseMetrics::register(&Default::default());
         let urls = ["http://127.0.0.1:9".to_owned()];
         Replicas::new(&settings, 0, &urls, vec![metrics.replica(0, 0)], None)
     }

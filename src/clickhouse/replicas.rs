@@ -10,32 +10,16 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
+use super::metrics::{AttemptKind, ReplicaMetrics};
 use super::{ChClient, QueryError};
 use crate::config::ClickHouseSettings;
 
 /// A probe waits this long for its answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Why a query was sent to a replica: label values of `logproxy_clickhouse_attempts_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    First,
-    Retry,
-    Hedge,
-}
-
-impl AttemptKind {
-    pub const LABELS: [&'static str; 3] = ["first", "retry", "hedge"];
-
-    fn label(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
-}
 
 /// A replica's state as `/readyz` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -73,14 +57,6 @@ impl Health {
     pub fn answering(self) -> bool {
         matches!(self, Health::Up | Health::Suspect)
     }
-}
-
-/// The metric handles of one replica.
-pub struct ReplicaMetrics {
-    pub up: IntGauge,
-    pub suspect: IntGauge,
-    /// By `AttemptKind`.
-    pub attempts: [IntCounter; 3],
 }
 
 pub(super) struct Replica {
@@ -400,7 +376,7 @@ mod tests {
         let urls: Vec<_> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", 9 + i))
             .collect();
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::clickhouse::ClickHouseMetrics::register(&Default::default());
         let handles = (0..n).map(|i| metrics.replica(0, i)).collect();
         Replicas::new(&settings, 0, &urls, handles, None)
     }
