@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod refusal;
+pub mod samples;
 pub mod tail;
 
 use std::sync::Arc;
