@@ -130,9 +130,7 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn series(metrics: &Metrics, name: &str) -> Option<f64> {
-        let text = metrics.render();
-        let line = text.lines().find(|l| l.starts_with(name))?;
-        line[name.len()..].trim().parse().ok()
+        logproxy_testkit::metric(&metrics.render(), name)
     }
 
     #[test]
