@@ -9,17 +9,41 @@ use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
 use actix_web::web;
+use prometheus::{IntCounter, Registry};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::api::{self, AppState};
 use crate::config::{ServerSettings, Settings};
-use crate::metrics::RELOAD_RESULTS;
+use crate::metrics::counter_vec;
 use crate::state::Live;
+
+/// `logproxy_config_reloads_total`: the reloads that worked, and those that failed.
+#[derive(Clone)]
+pub struct Reloads {
+    ok: IntCounter,
+    error: IntCounter,
+}
+
+impl Reloads {
+    pub fn register(registry: &Registry) -> Self {
+        let reloads = counter_vec(
+            registry,
+            "logproxy_config_reloads_total",
+            "Configuration reloads on SIGHUP, by result: ok, error.",
+            &["result"],
+        );
+        Self {
+            ok: reloads.with_label_values(&["ok"]),
+            error: reloads.with_label_values(&["error"]),
+        }
+    }
+}
 
 pub struct Signals {
     state: web::Data<AppState>,
     server: ServerHandle,
     config: PathBuf,
+    reloads: Reloads,
     term: Signal,
     int: Signal,
     hup: Signal,
@@ -31,11 +55,13 @@ impl Signals {
         state: web::Data<AppState>,
         server: ServerHandle,
         config: PathBuf,
+        reloads: Reloads,
     ) -> std::io::Result<Self> {
         Ok(Self {
             state,
             server,
             config,
+            reloads,
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             hup: signal(SignalKind::hangup())?,
@@ -95,19 +121,14 @@ impl Signals {
                         "configuration reloaded; these changed keys take effect only after a restart"
                     );
                 }
-                RELOAD_RESULTS[0]
+                &self.reloads.ok
             }
             Err(error) => {
                 tracing::error!(%error, "configuration reload failed; nothing changed");
-                RELOAD_RESULTS[1]
+                &self.reloads.error
             }
         };
-        self.state
-            .core
-            .metrics
-            .config_reloads
-            .with_label_values(&[result])
-            .inc();
+        result.inc();
     }
 }
 

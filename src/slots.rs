@@ -8,8 +8,10 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use prometheus::{Histogram, IntGauge};
+use prometheus::{Histogram, HistogramVec, IntGauge, IntGaugeVec, Registry};
 use tokio::sync::oneshot;
+
+use crate::metrics::{gauge, gauge_vec, histogram, histogram_vec};
 
 /// Whose query asks for a slot: its tenant (`None`: an app no configured tenant owns, which
 /// has no cap but the process's) and its app.
@@ -25,6 +27,66 @@ pub struct Claimant {
 pub struct TenantSlotMetrics {
     pub in_use: IntGauge,
     pub queue_wait: Histogram,
+}
+
+/// The query slots' metrics: the process's slots in use and its misses' wait for them, and
+/// each configured tenant's slots, cap and wait.
+pub struct SlotMetrics {
+    pub in_use: IntGauge,
+    pub queue_wait: Histogram,
+    tenant_in_use: IntGaugeVec,
+    tenant_limit: IntGaugeVec,
+    tenant_queue_wait: HistogramVec,
+}
+
+impl SlotMetrics {
+    pub fn register(registry: &Registry) -> Self {
+        let tenant_gauge = |name, help| gauge_vec(registry, name, help, &["tenant"]);
+        Self {
+            in_use: gauge(
+                registry,
+                "logproxy_query_slots_in_use",
+                "Query slots of the process held now (of clickhouse.max_concurrent_queries).",
+            ),
+            queue_wait: histogram(
+                registry,
+                "logproxy_query_queue_wait_seconds",
+                "Time a miss waited for its query slots (the app's, then the process's).",
+            ),
+            tenant_in_use: tenant_gauge(
+                "logproxy_tenant_query_slots_in_use",
+                "Query slots each tenant holds now.",
+            ),
+            tenant_limit: tenant_gauge(
+                "logproxy_tenant_query_slots_limit",
+                "Query slots a tenant may hold at most (clickhouse.max_concurrent_queries_per_tenant).",
+            ),
+            tenant_queue_wait: histogram_vec(
+                registry,
+                "logproxy_tenant_queue_wait_seconds",
+                "Time each tenant's misses waited for a query slot.",
+                &["tenant"],
+            ),
+        }
+    }
+
+    /// Creates the series of a configured tenant, with its cap, and returns its handles.
+    pub fn add_tenant(&self, name: &str, limit: usize) -> TenantSlotMetrics {
+        self.tenant_limit
+            .with_label_values(&[name])
+            .set(limit as i64);
+        TenantSlotMetrics {
+            in_use: self.tenant_in_use.with_label_values(&[name]),
+            queue_wait: self.tenant_queue_wait.with_label_values(&[name]),
+        }
+    }
+
+    /// Drops the series of a tenant a reload removed.
+    pub fn remove_tenant(&self, name: &str) {
+        let _ = self.tenant_in_use.remove_label_values(&[name]);
+        let _ = self.tenant_limit.remove_label_values(&[name]);
+        let _ = self.tenant_queue_wait.remove_label_values(&[name]);
+    }
 }
 
 /// The caps, and where a tenant's metrics are.

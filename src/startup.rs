@@ -12,6 +12,7 @@ use arc_swap::ArcSwap;
 use crate::actors::Registry;
 use crate::api::{self, AppState, Listener, LOGS_PATH};
 use crate::config::{ServerSettings, Settings};
+use crate::lifecycle::{Reloads, Signals};
 use crate::metrics::Metrics;
 use crate::state::Core;
 
@@ -22,6 +23,7 @@ pub struct Application {
     /// The admin listener's server (`server.admin_bind`); it stops once `server` has.
     admin: Option<Server>,
     state: web::Data<AppState>,
+    reloads: Reloads,
 }
 
 /// GET and HEAD on `path`, if `listener` serves it; any other method is 405 with `Allow`.
@@ -81,7 +83,7 @@ fn http_server(
     listener: TcpListener,
     settings: &ServerSettings,
 ) -> std::io::Result<Server> {
-    let refusal = api::refusal::renderer(state.clone());
+    let refusal = api::context::renderer(state.clone());
     let state = state.clone();
     let docs = settings.docs;
     let mut server = HttpServer::new(move || {
@@ -133,10 +135,13 @@ impl Application {
         let admin_port = admin_port.map(|addr| addr.port());
         let core = Arc::new(Core::new(settings, Metrics::new()).map_err(std::io::Error::other)?);
         core.shards.spawn_probes();
+        let registry = core.metrics.registry();
+        let reloads = Reloads::register(registry);
         let state = web::Data::new(AppState {
             registry: Arc::new(Registry::new(core.clone())),
             openapi: ArcSwap::from_pointee(api::openapi::rendered(&core.settings.logs.levels)),
             tails: crate::tail::Tails::new(core.clone()),
+            http_metrics: api::http_metrics::HttpMetrics::register(registry),
             core,
         });
         let public = match admin {
@@ -153,6 +158,7 @@ impl Application {
             server,
             admin,
             state,
+            reloads,
         })
     }
 
@@ -189,8 +195,12 @@ impl Application {
 
     /// Runs until SIGTERM or SIGINT has drained the server; SIGHUP reloads `config`.
     pub async fn serve(self, config: PathBuf) -> std::io::Result<()> {
-        let signals =
-            crate::lifecycle::Signals::new(self.state.clone(), self.server.handle(), config)?;
+        let (state, handle, reloads) = (
+            self.state.clone(),
+            self.server.handle(),
+            self.reloads.clone(),
+        );
+        let signals = Signals::new(state, handle, config, reloads)?;
         let watcher = actix_web::rt::spawn(signals.watch());
         // Without its signal watcher the process would serve on and ignore SIGTERM: if the
         // watcher panics, the server stops and the process exits non-zero.
@@ -211,5 +221,143 @@ impl Application {
             false => Ok(()),
             true => Err(std::io::Error::other("the signal watcher panicked")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use super::*;
+    use crate::config::TenantSettings;
+
+    /// The families `/metrics` shows at start, with one tenant and after one request: name,
+    /// type, label names and help. They are a contract (dashboards, alerts, scrapers).
+    const FAMILIES: &str = r#"logproxy_app_actors gauge [] Live per-app actors.
+logproxy_build_info gauge [version] 1, labelled with the build's version.
+logproxy_cache_bytes gauge [] Bytes held by the cache.
+logproxy_cache_entries gauge [] Pages held by the cache.
+logproxy_cache_refreshes_total counter [kind] Queries that refreshed a cached page, by kind: delta (its newest rows, merged in) or full.
+logproxy_cache_requests_total counter [log_type,result] Log requests by cache result: hit, miss, stale, coalesced, shared (a page from the fleet).
+logproxy_clickhouse_attempts_total counter [kind,replica,shard] Queries sent to a replica, by kind: first, retry (after a failure), hedge.
+logproxy_clickhouse_errors_total counter [kind] Failed ClickHouse queries by kind: unavailable, timeout, exception, protocol.
+logproxy_clickhouse_query_duration_seconds histogram [log_type,outcome] ClickHouse log queries by log type and outcome (ok or an error kind).
+logproxy_clickhouse_replica_suspect gauge [replica,shard] 1 while the replica is suspect: its last probes timed out, fewer than probe_failures_to_down in a row (it still counts as up), by shard and replica.
+logproxy_clickhouse_replica_up gauge [replica,shard] 1 while the replica is healthy or suspect (0 while down or not probed yet), by shard (index in clickhouse.shards, 0 without) and replica (index in its urls).
+logproxy_compressions_total counter [encoding] Bodies compressed, by encoding: once per cached view and encoding; hits reuse them.
+logproxy_config_reloads_total counter [result] Configuration reloads on SIGHUP, by result: ok, error.
+logproxy_http_request_duration_seconds histogram [route] Time from request to response, by route pattern.
+logproxy_http_requests_total counter [route,status] HTTP requests by route pattern and status.
+logproxy_log_lines_dropped_total counter [] Log lines lost: a write to stderr failed (a closed pipe, a full disk), or the writer was behind (a pipe nobody reads).
+logproxy_overloaded_total counter [reason] Requests answered 503 overloaded, by reason: query_slots, mailbox.
+logproxy_query_queue_wait_seconds histogram [] Time a miss waited for its query slots (the app's, then the process's).
+logproxy_query_slots_in_use gauge [] Query slots of the process held now (of clickhouse.max_concurrent_queries).
+logproxy_rate_limited_total counter [] Requests refused with 429 by their app's rate limit.
+logproxy_redis_errors_total counter [op] Redis calls that failed or outlasted redis.timeout_ms, by op: rate_limit, page_get, page_put, lock.
+logproxy_redis_up gauge [] With redis.url: 1 while Redis answers, 0 while the process goes on alone.
+logproxy_tail_entries_sent_total counter [] Entries sent to tail streams (an entry sent to n streams counts n)
+logproxy_tail_polls_total counter [log_type] ClickHouse polls of followed apps, one per app and filter per interval
+logproxy_tail_streams gauge [] Live tail streams open now
+logproxy_tail_streams_ended_total counter [reason] Tail streams ended, by reason
+logproxy_tenant_cache_bytes gauge [tenant] Bytes of the cached pages of each configured tenant.
+logproxy_tenant_cache_evictions_total counter [tenant] Pages of each tenant evicted to make room in the cache's byte budget.
+logproxy_tenant_cache_share_bytes gauge [tenant] Each tenant's share of the cache (cache.tenant_share x cache.max_bytes): past it, its pages evict only its own.
+logproxy_tenant_query_slots_in_use gauge [tenant] Query slots each tenant holds now.
+logproxy_tenant_query_slots_limit gauge [tenant] Query slots a tenant may hold at most (clickhouse.max_concurrent_queries_per_tenant).
+logproxy_tenant_queue_wait_seconds histogram [tenant] Time each tenant's misses waited for a query slot.
+process_cpu_seconds_total counter [] Total user and system CPU time spent in seconds.
+process_max_fds gauge [] Maximum number of open file descriptors.
+process_open_fds gauge [] Number of open file descriptors.
+process_resident_memory_bytes gauge [] Resident memory size in bytes.
+process_start_time_seconds gauge [] Start time of the process since unix epoch in seconds.
+process_threads gauge [] Number of OS threads in the process.
+process_virtual_memory_bytes gauge [] Virtual memory size in bytes."#;
+
+    /// The label names of one series line (`name{a="x",b="y"} 1`), `le` left out.
+    fn label_names(line: &str) -> Vec<String> {
+        let Some(labels) = line.split_once('{').map(|(_, rest)| rest) else {
+            return Vec::new();
+        };
+        let (mut names, mut chars) = (Vec::new(), labels.chars());
+        loop {
+            let name: String = chars.by_ref().take_while(|c| *c != '=').collect();
+            if name.is_empty() || name.starts_with('}') {
+                break;
+            }
+            chars.next(); // the opening quote
+            let mut escaped = false;
+            for c in chars.by_ref() {
+                match (escaped, c) {
+                    (false, '\\') => escaped = true,
+                    (false, '"') => break,
+                    _ => escaped = false,
+                }
+            }
+            if name != "le" {
+                names.push(name);
+            }
+            if chars.next() != Some(',') {
+                break;
+            }
+        }
+        names
+    }
+
+    /// `name type [labels] help`, one line a family of the text exposition `text`.
+    fn families(text: &str) -> BTreeSet<String> {
+        let mut help = BTreeMap::new();
+        let mut kind = BTreeMap::new();
+        let mut labels: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, text) = rest.split_once(' ').unwrap();
+                help.insert(name.to_owned(), text.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, text) = rest.split_once(' ').unwrap();
+                kind.insert(name.to_owned(), text.to_owned());
+            } else if !line.is_empty() {
+                let series = line.split(['{', ' ']).next().unwrap();
+                let family = ["_bucket", "_sum", "_count", ""]
+                    .iter()
+                    .filter_map(|s| series.strip_suffix(s))
+                    .find(|f| kind.contains_key(*f))
+                    .expect("a series of a family");
+                let names = labels.entry(family.to_owned()).or_default();
+                names.extend(label_names(line));
+            }
+        }
+        kind.iter()
+            .map(|(name, kind)| {
+                let names = labels.get(name).cloned().unwrap_or_default();
+                let names: Vec<String> = names.into_iter().collect();
+                format!("{name} {kind} [{}] {}", names.join(","), help[name])
+            })
+            .collect()
+    }
+
+    #[actix_web::test]
+    async fn metrics_show_the_same_families_with_the_same_labels_and_help() {
+        let mut settings = Settings::default();
+        settings.server.bind = "127.0.0.1:0".into();
+        settings.auth.tenants = vec![TenantSettings {
+            name: "t".into(),
+            api_key_sha256: vec![crate::auth::hash_key("t")],
+            apps: vec!["*".into()],
+            scopes: vec!["logs:read".into()],
+        }];
+        let app = Application::build(settings).unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        actix_web::rt::spawn(app.run_until_stopped());
+        reqwest::get(format!("{base}/healthz")).await.unwrap();
+        let text = reqwest::get(format!("{base}/metrics")).await.unwrap();
+        let found = families(&text.text().await.unwrap());
+        let expected: BTreeSet<String> = FAMILIES.lines().map(str::to_owned).collect();
+        for family in found.symmetric_difference(&expected) {
+            eprintln!(
+                "{} {family}",
+                if found.contains(family) { "+" } else { "-" }
+            );
+        }
+        assert_eq!(found, expected);
     }
 }

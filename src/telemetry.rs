@@ -8,10 +8,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prometheus::{IntCounter, Registry};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{LogFormat, LoggingSettings};
+use crate::metrics::counter;
 
 /// Lines waiting for the writer thread at most; past that, new lines are dropped (and
 /// counted). About a megabyte of typical lines.
@@ -27,6 +29,24 @@ static WRITING_SINCE_MS: AtomicU64 = AtomicU64::new(0);
 /// Log lines lost so far: not written, or dropped before the writer thread took them.
 pub fn dropped_lines() -> u64 {
     WRITE_FAILED.load(Ordering::Relaxed) + BEHIND.get().map_or(0, |c| c.dropped_lines() as u64)
+}
+
+/// `logproxy_log_lines_dropped_total`, brought up to `dropped_lines` at each scrape.
+pub struct DroppedLines(IntCounter);
+
+impl DroppedLines {
+    pub fn register(registry: &Registry) -> Self {
+        Self(counter(
+            registry,
+            "logproxy_log_lines_dropped_total",
+            "Log lines lost: a write to stderr failed (a closed pipe, a full disk), or the writer was behind (a pipe nobody reads).",
+        ))
+    }
+
+    /// Sets the counter to `dropped_lines()`.
+    pub fn update(&self) {
+        self.0.inc_by(dropped_lines().saturating_sub(self.0.get()));
+    }
 }
 
 /// Keeps the writer thread; dropped at exit, it lets the thread write what is queued (up to

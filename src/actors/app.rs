@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use actix::{Actor, Context, Handler, Message};
+use prometheus::IntGauge;
 use tokio::sync::oneshot;
 use tracing::Instrument as _;
 
@@ -69,6 +70,8 @@ pub struct AppActor {
     policy: Arc<AppPolicy>,
     /// The pages this actor served last, for hits that skip moka's lookup.
     front: Front,
+    /// `logproxy_app_actors`: counts this actor while it lives.
+    alive: IntGauge,
 }
 
 impl AppActor {
@@ -77,6 +80,7 @@ impl AppActor {
         core: SharedCore,
         activity: Arc<Activity>,
         policy: Arc<AppPolicy>,
+        alive: IntGauge,
     ) -> Self {
         Self {
             on_stop: Some(on_stop),
@@ -84,6 +88,7 @@ impl AppActor {
             activity,
             policy,
             front: Front::default(),
+            alive,
         }
     }
 }
@@ -92,11 +97,11 @@ impl Actor for AppActor {
     type Context = Context<Self>;
 
     fn started(&mut self, _ctx: &mut Self::Context) {
-        self.core.metrics.app_actors.inc();
+        self.alive.inc();
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.core.metrics.app_actors.dec();
+        self.alive.dec();
         if let Some(on_stop) = self.on_stop.take() {
             on_stop();
         }

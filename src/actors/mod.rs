@@ -2,6 +2,7 @@
 //! spreads and forgets them.
 
 pub mod app;
+mod metrics;
 pub mod policy;
 pub mod registry;
 

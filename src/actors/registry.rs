@@ -18,6 +18,7 @@ use dashmap::DashMap;
 use actix::{Handler, Message};
 
 use super::app::{Activity, Admit, AppActor, Fetch};
+use super::metrics::ActorMetrics;
 use super::policy::{AppPolicy, RateInfo};
 use crate::state::SharedCore;
 
@@ -137,6 +138,7 @@ pub struct Registry {
     epoch: Instant,
     /// The task that stops idle actors, aborted with the registry.
     sweeper: Option<tokio::task::JoinHandle<()>>,
+    metrics: ActorMetrics,
 }
 
 impl Registry {
@@ -160,6 +162,7 @@ impl Registry {
             generation: AtomicU64::new(0),
             mailbox_capacity: core.settings.actors.mailbox_capacity,
             epoch,
+            metrics: ActorMetrics::register(core.metrics.registry()),
             core,
         }
     }
@@ -276,11 +279,12 @@ impl Registry {
         let core = self.core.clone();
         let activity = Arc::new(Activity::default());
         let (shared, app_policy) = (activity.clone(), policy.clone());
+        let alive = self.metrics.app_actors.clone();
         // Capacity 0: actix never parks the sender; `queued` is the mailbox bound.
         let (tx, rx) = channel::channel(0);
         host.spawn_fn(move || {
             let ctx = Context::with_receiver(rx);
-            actix::spawn(ctx.into_future(AppActor::new(on_stop, core, shared, app_policy)));
+            actix::spawn(ctx.into_future(AppActor::new(on_stop, core, shared, app_policy, alive)));
         });
         Entry {
             generation,
@@ -306,7 +310,7 @@ impl Registry {
             } else {
                 1
             },
-            self.core.metrics.rate_limited.clone(),
+            self.metrics.rate_limited.clone(),
         )
     }
 

@@ -1,13 +1,15 @@
 //! Around every request: its id (the client's `X-Request-Id` when short and plain, else a
 //! new one), a tracing span carrying `request_id` and `app_id` for every line logged about
 //! it, the refusal of a URL or headers over the limits, the HTTP metrics, the `X-Request-Id`
-//! answer header, and the access log line.
+//! answer header, and the access log line; and `renderer`, the answer to a request the
+//! HTTP/1 dispatcher refuses itself (with an id, counted like any answer).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_http::h1::ErrorRenderer;
 use actix_web::body::BoxBody;
 use actix_web::dev::{Service, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{self, HeaderName, HeaderValue};
@@ -51,10 +53,11 @@ where
         .expect("AppState is registered")
         .clone();
     // The client's own header value is kept as it is; a new id is made into one once.
-    let id = RequestId(client_request_id(&req).cloned().unwrap_or_else(|| {
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(state.core.next_request_id()))
-            .expect("a new request id is hex digits and a dash")
-    }));
+    let id = RequestId(
+        client_request_id(&req)
+            .cloned()
+            .unwrap_or_else(|| new_request_id(&state)),
+    );
     let span = tracing::info_span!(
         "request",
         request_id = %id.as_str(),
@@ -94,9 +97,8 @@ where
         let status = res.status();
         let elapsed = started.elapsed();
         state
-            .core
-            .metrics
-            .observe_http(route, status, elapsed.as_secs_f64());
+            .http_metrics
+            .observe(route, status, elapsed.as_secs_f64());
         res.headers_mut().insert(X_REQUEST_ID, id.0);
         if access {
             let tenant = res.request().extensions().get::<Tenant>().cloned();
@@ -117,6 +119,26 @@ where
     .instrument(span)
 }
 
+/// What the HTTP/1 dispatcher answers when it refuses a request itself (installed on every
+/// connection by `startup`): the ErrorResponse, with a new request id, counted in the HTTP
+/// metrics like any answer.
+pub fn renderer(state: web::Data<AppState>) -> ErrorRenderer {
+    ErrorRenderer::new(move |status| {
+        let error = Refusal::of_status(status).map_or_else(
+            || ApiError::Internal(format!("the HTTP layer answered {status}")),
+            ApiError::Refused,
+        );
+        let mut response = error.error_response();
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID, new_request_id(&state));
+        state
+            .http_metrics
+            .observe("unmatched", response.status(), 0.0);
+        response.into()
+    })
+}
+
 /// Counts a request in `Core::in_flight` while it lives (a drain waits for zero).
 struct InFlight(web::Data<AppState>);
 
@@ -131,6 +153,12 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.core.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// A new request id, as a header value.
+fn new_request_id(state: &AppState) -> HeaderValue {
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(state.core.next_request_id()))
+        .expect("a new request id is hex digits and a dash")
 }
 
 /// The client's `X-Request-Id` when it is 1 to 64 of `[A-Za-z0-9._-]`.

@@ -9,13 +9,13 @@ use tokio::sync::oneshot;
 
 use super::context::{RequestId, Tenant};
 use super::error::ApiError;
+use super::http_metrics::Overload;
 use super::params::parse_query;
 use super::AppState;
 use crate::actors::{Fetch, RateInfo, Reply, SendFailure, ServeError};
 use crate::cache::{FetchError, Served};
 use crate::domain::is_valid_app_id;
 use crate::encoding::Coding;
-use crate::metrics::Overload;
 
 /// Checks in the contract's order (app_id, auth, 422, 400), then the actor decides the rest.
 pub async fn get_logs(
@@ -67,7 +67,7 @@ pub async fn get_logs(
     };
     if let Err(error) = state.registry.send(fetch) {
         if error == SendFailure::MailboxFull {
-            state.core.metrics.count_overload(Overload::Mailbox);
+            state.http_metrics.count_overload(Overload::Mailbox);
         }
         return refused(error.into());
     }
@@ -80,7 +80,7 @@ pub async fn get_logs(
         Ok(served) => respond(&req, served, &mut numbers),
         Err(error) => {
             if let ServeError::Fetch(FetchError::Overloaded) = error {
-                state.core.metrics.count_overload(Overload::QuerySlots);
+                state.http_metrics.count_overload(Overload::QuerySlots);
             }
             ApiError::from(error).error_response()
         }

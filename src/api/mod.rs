@@ -6,11 +6,13 @@ pub mod cors;
 pub mod docs;
 pub mod error;
 pub mod health;
+pub mod http_metrics;
 pub mod logs;
 pub mod metrics;
 pub mod openapi;
 pub mod params;
 pub mod refusal;
+pub mod samples;
 pub mod tail;
 
 use std::sync::Arc;
@@ -56,4 +58,5 @@ pub struct AppState {
     pub openapi: arc_swap::ArcSwap<bytes::Bytes>,
     /// The live tail streams and their pollers.
     pub tails: crate::tail::Tails,
+    pub http_metrics: http_metrics::HttpMetrics,
 }

@@ -1,17 +1,10 @@
 //! The HTTP layer's own refusals (CONTRACT.md §12): a request head that cannot be parsed or
 //! came too slowly, a URL or header section too long. Each is answered as an ErrorResponse
-//! with an `X-Request-Id`, whether the dispatcher refuses it (through `renderer`) or the
-//! request is parsed but over this service's limits (`of_request`, in `context`).
+//! with an `X-Request-Id`, whether the dispatcher refuses it (through `context::renderer`) or
+//! the request is parsed but over this service's limits (`of_request`, in `context::around`).
 
-use actix_http::h1::ErrorRenderer;
 use actix_web::dev::ServiceRequest;
-use actix_web::http::header::HeaderValue;
 use actix_web::http::StatusCode;
-use actix_web::{web, ResponseError as _};
-
-use super::context::X_REQUEST_ID;
-use super::error::ApiError;
-use super::AppState;
 
 /// The longest URL served (path and query, in bytes): a longer one is 414.
 pub const MAX_URL_BYTES: usize = 8 * 1024;
@@ -32,7 +25,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The refusal an answer of the HTTP layer stands for; `None` for a status that is not one.
-    fn of_status(status: StatusCode) -> Option<Self> {
+    pub fn of_status(status: StatusCode) -> Option<Self> {
         match status {
             StatusCode::BAD_REQUEST => Some(Refusal::BadRequest),
             StatusCode::REQUEST_TIMEOUT => Some(Refusal::RequestTimeout),
@@ -57,32 +50,13 @@ impl Refusal {
     }
 }
 
-/// What the HTTP/1 dispatcher answers when it refuses a request itself (installed on every
-/// connection by `startup`): the ErrorResponse, with a new request id, counted in the HTTP
-/// metrics like any answer.
-pub fn renderer(state: web::Data<AppState>) -> ErrorRenderer {
-    ErrorRenderer::new(move |status| {
-        let error = Refusal::of_status(status).map_or_else(
-            || ApiError::Internal(format!("the HTTP layer answered {status}")),
-            ApiError::Refused,
-        );
-        let mut response = error.error_response();
-        let id = HeaderValue::from_maybe_shared(bytes::Bytes::from(state.core.next_request_id()))
-            .expect("a new request id is hex digits and a dash");
-        response.headers_mut().insert(X_REQUEST_ID, id);
-        state
-            .core
-            .metrics
-            .observe_http("unmatched", response.status(), 0.0);
-        response.into()
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
+    use actix_web::ResponseError as _;
 
     use super::*;
+    use crate::api::error::ApiError;
 
     #[test]
     fn requests_over_the_limits_are_refused_and_those_at_them_are_not() {

@@ -8,13 +8,13 @@ use actix_web::{web, HttpRequest, HttpResponse, ResponseError as _};
 use tokio::sync::oneshot;
 
 use super::error::ApiError;
+use super::http_metrics::Overload;
 use super::logs::{set_rate_headers, Numbers};
 use super::params::parse_tail;
 use super::AppState;
 use crate::actors::{Admit, RateInfo, SendFailure};
 use crate::auth::key_digest;
 use crate::domain::{is_valid_app_id, InvalidQuery};
-use crate::metrics::Overload;
 use crate::tail::EventId;
 
 /// The tail's route.
@@ -68,7 +68,7 @@ pub async fn get_tail(
     };
     if let Err(error) = state.registry.send(admit) {
         if error == SendFailure::MailboxFull {
-            state.core.metrics.count_overload(Overload::Mailbox);
+            state.http_metrics.count_overload(Overload::Mailbox);
         }
         return refused(error.into());
     }

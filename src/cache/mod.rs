@@ -17,12 +17,14 @@ use crate::page::{Page, PageView};
 
 mod front;
 mod ledger;
+mod metrics;
 mod times;
 
 pub use front::Front;
 use front::FRONT_CHECK_EVERY;
 pub use ledger::Owner;
 use ledger::{Ledger, Room};
+pub use metrics::CacheMetrics;
 use times::{ExpireWith, Times};
 
 /// Why the miss path produced no page. Every variant is a failure a stale page may stand

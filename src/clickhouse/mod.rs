@@ -3,6 +3,7 @@
 
 pub mod client;
 mod error;
+mod metrics;
 mod probe;
 mod query;
 pub mod replicas;
@@ -11,6 +12,7 @@ pub mod shards;
 
 pub use client::{Bounds, ChClient};
 pub use error::QueryError;
+pub use metrics::{ClickHouseMetrics, ReplicaMetrics};
 pub use replicas::Replicas;
 pub use rows::{RequestRow, RuntimeRow};
 pub use shards::Shards;

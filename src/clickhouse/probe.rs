@@ -6,7 +6,7 @@
 //! (CONTRACT.md §6, "Slowness is not death").
 
 use std::sync::atomic::Ordering;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::replicas::{Health, Replica, Replicas, PROBE_TIMEOUT};
@@ -15,7 +15,26 @@ use super::QueryError;
 /// How often replicas are probed while all of their shard are down.
 pub const FAST_PROBE: Duration = Duration::from_millis(100);
 
-pub(super) async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
+impl Replicas {
+    /// Probes every replica now and then every `health_check_interval_ms`, for as long as
+    /// `this` lives. Call inside a Tokio runtime.
+    pub fn spawn_probes(this: &Arc<Self>) {
+        for index in 0..this.replicas.len() {
+            let weak = Arc::downgrade(this);
+            tokio::spawn(probe_loop(weak, index));
+        }
+    }
+
+    /// The index of `replica` in this set.
+    fn index_of(&self, replica: &Replica) -> usize {
+        self.replicas
+            .iter()
+            .position(|r| std::ptr::eq(r, replica))
+            .unwrap_or(usize::MAX)
+    }
+}
+
+async fn probe_loop(replicas: Weak<Replicas>, index: usize) {
     let mut first = true;
     loop {
         let Some(this) = replicas.upgrade() else {
@@ -133,7 +152,7 @@ mod tests {
             probe_failures_to_down: failures_to_down,
             ..ClickHouseSettings::default()
         };
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::clickhouse::ClickHouseMetrics::register(&Default::default());
         let urls = ["http://127.0.0.1:9".to_owned()];
         Replicas::new(&settings, 0, &urls, vec![metrics.replica(0, 0)], None)
     }

@@ -1,42 +1,25 @@
-//! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer; a
-//! query goes to a healthy one with the fewest queries in flight (a suspect one only when
-//! none is healthy), is retried or hedged on another at most once, and fails at once when
-//! every one is down (CONTRACT.md §6).
+//! `Replicas`: the ClickHouse servers holding the same data. Each is probed on a timer
+//! (`probe.rs`); a query goes to a healthy one with the fewest queries in flight (a suspect
+//! one only when none is healthy), is retried or hedged on another at most once, and fails at
+//! once when every one is down (CONTRACT.md §6).
 
 use std::future::Future;
 use std::pin::pin;
 use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt as _};
-use prometheus::{IntCounter, IntGauge};
 use serde::Serialize;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use super::probe::probe_loop;
+use super::metrics::{AttemptKind, ReplicaMetrics};
 use super::{ChClient, QueryError};
 use crate::config::ClickHouseSettings;
 
 /// A probe waits this long for its answer.
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Why a query was sent to a replica: label values of `logproxy_clickhouse_attempts_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptKind {
-    First,
-    Retry,
-    Hedge,
-}
-
-impl AttemptKind {
-    pub const LABELS: [&'static str; 3] = ["first", "retry", "hedge"];
-
-    fn label(self) -> &'static str {
-        Self::LABELS[self as usize]
-    }
-}
 
 /// A replica's state as `/readyz` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -76,14 +59,6 @@ impl Health {
     }
 }
 
-/// The metric handles of one replica.
-pub struct ReplicaMetrics {
-    pub up: IntGauge,
-    pub suspect: IntGauge,
-    /// By `AttemptKind`.
-    pub attempts: [IntCounter; 3],
-}
-
 pub(super) struct Replica {
     pub(super) client: ChClient,
     health: AtomicU8,
@@ -120,16 +95,6 @@ impl Replica {
 
     fn usable(&self) -> bool {
         self.health().usable()
-    }
-}
-
-impl Replicas {
-    /// The index of `replica` in this set.
-    pub(super) fn index_of(&self, replica: &Replica) -> usize {
-        self.replicas
-            .iter()
-            .position(|r| std::ptr::eq(r, replica))
-            .unwrap_or(usize::MAX)
     }
 }
 
@@ -202,15 +167,6 @@ impl Replicas {
     /// The first replica's client, for tools.
     pub fn first(&self) -> &ChClient {
         &self.replicas[0].client
-    }
-
-    /// Probes every replica now and then every `health_check_interval_ms`, for as long as
-    /// `this` lives. Call inside a Tokio runtime.
-    pub fn spawn_probes(this: &Arc<Self>) {
-        for index in 0..this.replicas.len() {
-            let weak = Arc::downgrade(this);
-            tokio::spawn(probe_loop(weak, index));
-        }
     }
 
     /// Each replica's state.
@@ -420,7 +376,7 @@ mod tests {
         let urls: Vec<_> = (0..n)
             .map(|i| format!("http://127.0.0.1:{}", 9 + i))
             .collect();
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::clickhouse::ClickHouseMetrics::register(&Default::default());
         let handles = (0..n).map(|i| metrics.replica(0, i)).collect();
         Replicas::new(&settings, 0, &urls, handles, None)
     }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-use super::replicas::{Health, ReplicaMetrics, ReplicaStatus};
+use super::metrics::ReplicaMetrics;
+use super::replicas::{Health, ReplicaStatus};
 use super::{ChClient, Replicas};
 use crate::config::ClickHouseSettings;
 
@@ -154,7 +155,7 @@ mod tests {
                 .collect(),
             ..ClickHouseSettings::default()
         };
-        let metrics = crate::metrics::Metrics::new();
+        let metrics = crate::clickhouse::ClickHouseMetrics::register(&Default::default());
         Shards::new(&settings, |s, r| metrics.replica(s, r))
     }
 

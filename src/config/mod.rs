@@ -5,6 +5,7 @@ mod access;
 mod cache;
 mod check;
 mod clickhouse;
+mod list;
 mod redis;
 #[cfg(test)]
 mod reference;
@@ -56,27 +57,6 @@ pub struct Settings {
     pub redis: RedisSettings,
     #[serde(default)]
     pub tail: TailSettings,
-}
-
-/// A list from a TOML array, or from one comma-separated string (an environment variable).
-pub(crate) fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<Vec<String>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Either {
-        List(Vec<String>),
-        Text(String),
-    }
-    Ok(match Either::deserialize(d)? {
-        Either::List(list) => list,
-        Either::Text(text) => text
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-    })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -2,7 +2,7 @@
 
 use serde::Deserialize;
 
-use super::list_or_comma_separated;
+use super::list::list_or_comma_separated;
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]

@@ -7,7 +7,7 @@ use std::hash::Hasher as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 
-use super::LogType;
+use super::log_type::LogType;
 
 /// The longest window a request may ask for, in ms (168 hours, as `hours`).
 pub const MAX_WINDOW_MS: i64 = 168 * 3_600_000;

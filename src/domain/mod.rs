@@ -3,42 +3,15 @@
 
 mod cursor;
 mod instant;
+mod log_type;
 
 use std::sync::Arc;
 
-use serde::Serialize;
-
 pub use cursor::{binding, Cursor, Position, Window, MAX_WINDOW_MS};
 pub use instant::{parse_instant, rfc3339_ms};
+pub use log_type::LogType;
 
 const MS_PER_HOUR: i64 = 3_600_000;
-
-/// Which table a request reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogType {
-    Runtime,
-    Requests,
-}
-
-impl LogType {
-    /// Every log type, in declaration order (metrics label values, the OpenAPI enum).
-    pub const ALL: [LogType; 2] = [LogType::Runtime, LogType::Requests];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogType::Runtime => "runtime",
-            LogType::Requests => "requests",
-        }
-    }
-
-    /// ASCII case-insensitive.
-    pub fn parse(text: &str) -> Option<LogType> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str().eq_ignore_ascii_case(text))
-    }
-}
 
 /// `^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`
 pub fn is_valid_app_id(app_id: &str) -> bool {

@@ -13,12 +13,13 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntGauge, Registry};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::RedisResult;
 
 use crate::config::RedisSettings;
 use crate::domain::QueryKey;
+use crate::metrics::{counter_vec, gauge};
 use crate::telemetry::Throttle;
 
 pub use limit::{FleetQuota, Grant};
@@ -43,13 +44,32 @@ impl Op {
     }
 }
 
-/// The fleet's metrics, made by `Metrics::fleet`.
+/// The fleet's metrics, registered with or without `redis.url` (0 and zeros without).
 #[derive(Clone)]
 pub struct FleetMetrics {
     /// By `Op`, in `Op::LABELS` order.
     pub errors: [IntCounter; Op::LABELS.len()],
     /// 1 while Redis answers, 0 while the process goes on alone.
     pub up: IntGauge,
+}
+
+impl FleetMetrics {
+    pub fn register(registry: &Registry) -> Self {
+        let errors = counter_vec(
+            registry,
+            "logproxy_redis_errors_total",
+            "Redis calls that failed or outlasted redis.timeout_ms, by op: rate_limit, page_get, page_put, lock.",
+            &["op"],
+        );
+        Self {
+            errors: Op::LABELS.map(|op| errors.with_label_values(&[op])),
+            up: gauge(
+                registry,
+                "logproxy_redis_up",
+                "With redis.url: 1 while Redis answers, 0 while the process goes on alone.",
+            ),
+        }
+    }
 }
 
 pub struct Fleet {

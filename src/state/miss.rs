@@ -125,8 +125,8 @@ impl Core {
         let queued = Instant::now();
         let deadline = tokio::time::Instant::now() + self.queue_timeout;
         let waited = self.slots.acquire(&claimant, deadline).await;
-        self.metrics
-            .query_queue_wait
+        self.slot_metrics
+            .queue_wait
             .observe(queued.elapsed().as_secs_f64());
         let _slot = waited.map_err(|_| FetchError::Overloaded)?;
 
@@ -153,7 +153,7 @@ impl Core {
                 .run(&claimant, q, bounds, delta.limit, listing, request_id)
                 .await?;
             if let Some(page) = delta.merge(fresh, window.start_ms) {
-                self.count_refresh(Refresh::Delta);
+                self.cache_metrics.count_refresh(Refresh::Delta);
                 return Ok(page);
             }
         }
@@ -168,13 +168,9 @@ impl Core {
             .settled(q.key.settled(now_ms, settled_ms))
             .finish(Instant::now());
         if previous.is_some() {
-            self.count_refresh(Refresh::Full);
+            self.cache_metrics.count_refresh(Refresh::Full);
         }
         Ok(page)
-    }
-
-    fn count_refresh(&self, kind: Refresh) {
-        self.metrics.cache_refreshes[kind as usize].inc();
     }
 
     /// One query on a replica of the app's shard (retried or hedged there at most once):
@@ -225,20 +221,9 @@ impl Core {
         };
         let replicas = self.shards.for_app(&q.key.app_id);
         let result = replicas.run(query_id, extra_slot, attempt).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => {
-                self.metrics
-                    .clickhouse_errors
-                    .with_label_values(&[e.kind()])
-                    .inc();
-                e.kind()
-            }
-        };
-        self.metrics
-            .query_duration
-            .with_label_values(&[q.key.log_type.as_str(), outcome])
-            .observe(started.elapsed().as_secs_f64());
+        let seconds = started.elapsed().as_secs_f64();
+        self.clickhouse_metrics
+            .observe_query(q.key.log_type, result.as_ref().err(), seconds);
         result
     }
 }

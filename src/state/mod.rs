@@ -11,13 +11,14 @@ use arc_swap::ArcSwap;
 
 use crate::auth::Auth;
 
-use crate::cache::PageCache;
-use crate::clickhouse::Shards;
+use crate::cache::{CacheMetrics, PageCache};
+use crate::clickhouse::{ClickHouseMetrics, Shards};
 use crate::config::{CacheSettings, CorsSettings, RateLimitSettings, Settings};
 use crate::domain::LogType;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetMetrics};
 use crate::metrics::Metrics;
-use crate::slots::{QuerySlots, SlotLimits};
+use crate::slots::{QuerySlots, SlotLimits, SlotMetrics};
+use crate::telemetry::DroppedLines;
 
 /// What SIGHUP may change while the process runs; read per request, swapped whole.
 pub struct Live {
@@ -54,7 +55,12 @@ pub struct Core {
     pub cache: PageCache,
     /// With `redis.url`: what the fleet of proxies shares.
     pub fleet: Option<Fleet>,
+    /// The registry: every module's families, rendered at a scrape.
     pub metrics: Metrics,
+    cache_metrics: CacheMetrics,
+    clickhouse_metrics: ClickHouseMetrics,
+    slot_metrics: SlotMetrics,
+    dropped_lines: DroppedLines,
     /// The process's query slots, shared fairly between tenants and capped per tenant
     /// and per app.
     pub slots: Arc<QuerySlots>,
@@ -71,10 +77,13 @@ pub struct Core {
 impl Core {
     /// Fails only on a `redis.url` the Redis client cannot use.
     pub fn new(settings: Settings, metrics: Metrics) -> anyhow::Result<Self> {
+        let registry = metrics.registry();
+        let fleet_metrics = FleetMetrics::register(registry);
         let fleet = match settings.redis.enabled() {
-            true => Some(Fleet::new(&settings.redis, metrics.fleet())?),
+            true => Some(Fleet::new(&settings.redis, fleet_metrics)?),
             false => None,
         };
+        let clickhouse_metrics = ClickHouseMetrics::register(registry);
         let ch = &settings.clickhouse;
         let slots = QuerySlots::new(SlotLimits {
             total: ch.max_concurrent_queries,
@@ -87,7 +96,7 @@ impl Core {
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             shards: Arc::new(Shards::new(&settings.clickhouse, |s, r| {
-                metrics.replica(s, r)
+                clickhouse_metrics.replica(s, r)
             })),
             cache: PageCache::new(&settings.cache, settings.compression.min_bytes),
             slots,
@@ -96,6 +105,10 @@ impl Core {
             queries: AtomicU64::new(0),
             id_prefix: rand::random(),
             requests: AtomicU64::new(0),
+            cache_metrics: CacheMetrics::register(registry),
+            clickhouse_metrics,
+            slot_metrics: SlotMetrics::register(registry),
+            dropped_lines: DroppedLines::register(registry),
             metrics,
             settings,
         };
@@ -116,11 +129,15 @@ impl Core {
         let per_tenant = self.settings.clickhouse.per_tenant_slots();
         let mut current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for gone in current.iter().filter(|n| !names.contains(n)) {
-            self.metrics.remove_tenant(gone);
+            self.cache_metrics.remove_tenant(gone);
+            self.slot_metrics.remove_tenant(gone);
         }
         let handles = names
             .iter()
-            .map(|n| (n.clone(), self.metrics.add_tenant(n, share, per_tenant)))
+            .map(|n| {
+                self.cache_metrics.add_tenant(n, share);
+                (n.clone(), self.slot_metrics.add_tenant(n, per_tenant))
+            })
             .collect();
         self.slots.set_tenants(handles);
         self.cache.set_tenants(&names);
@@ -135,22 +152,15 @@ impl Core {
     /// next after).
     pub fn render_metrics(&self) -> String {
         let (entries, bytes) = self.cache.usage();
-        self.metrics.cache_entries.set(entries as i64);
-        self.metrics.cache_bytes.set(bytes as i64);
-        self.metrics
-            .query_slots_in_use
-            .set(self.query_slots_in_use() as i64);
-        let dropped = &self.metrics.log_lines_dropped;
-        dropped.inc_by(crate::telemetry::dropped_lines().saturating_sub(dropped.get()));
+        self.cache_metrics.set_usage(entries, bytes);
+        let in_use = self.query_slots_in_use() as i64;
+        self.slot_metrics.in_use.set(in_use);
+        self.dropped_lines.update();
         let current = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
         for tenant in current.iter() {
             let (bytes, evictions) = self.cache.tenant_usage(tenant);
-            let m = &self.metrics;
-            m.tenant_cache_bytes
-                .with_label_values(&[tenant])
-                .set(bytes as i64);
-            let counted = m.tenant_cache_evictions.with_label_values(&[tenant]);
-            counted.inc_by(evictions.saturating_sub(counted.get()));
+            self.cache_metrics
+                .set_tenant_usage(tenant, bytes, evictions);
         }
         self.metrics.render()
     }
@@ -177,12 +187,9 @@ impl Core {
 
     /// Counts an answer in the cache metrics, and the compression it did, if any.
     pub fn count_served(&self, log_type: LogType, served: &crate::cache::Served) {
-        self.metrics.count_cache(log_type, served.result);
+        self.cache_metrics.count(log_type, served.result);
         if let (true, Some(coding)) = (served.compressed, served.coding) {
-            self.metrics
-                .compressions
-                .with_label_values(&[coding.name()])
-                .inc();
+            self.cache_metrics.count_compression(coding);
         }
     }
 }

@@ -21,8 +21,8 @@ use bytes::{Bytes, BytesMut};
 
 use super::event::{gap_frame, Batch, EndReason, EventId};
 use super::sent::{self, Delivery, Sent};
+use super::shared::Shared;
 use super::stream::{Outbox, Refused};
-use super::Shared;
 use crate::clickhouse::{Bounds, QueryError};
 use crate::domain::{LogQuery, Position};
 use crate::slots::Claimant;
@@ -78,10 +78,14 @@ struct Sent1 {
     entries: usize,
 }
 
+/// How a poller leaves the registry: it is forgotten if no stream follows it (or is about
+/// to); whether it was (and may stop).
+pub type Forget = Box<dyn Fn() -> bool>;
+
 pub struct TailHub {
     shared: Weak<Shared>,
-    /// Which entry of the registry this is.
-    generation: u64,
+    /// Leaves the registry (which knows this poller's entry).
+    forget: Forget,
     query: LogQuery,
     binding: u64,
     incarnation: u64,
@@ -103,12 +107,12 @@ pub struct TailHub {
 }
 
 impl TailHub {
-    pub fn new(shared: &Arc<Shared>, generation: u64, query: LogQuery) -> Self {
+    pub fn new(shared: &Arc<Shared>, query: LogQuery, forget: Forget) -> Self {
         let now_ms = chrono::Utc::now().timestamp_millis();
         let overlap = shared.settings.overlap_ms as i64;
         Self {
             shared: Arc::downgrade(shared),
-            generation,
+            forget,
             binding: query.key.binding(),
             query,
             incarnation: rand::random(),
@@ -320,7 +324,7 @@ impl TailHub {
         if !self.is_followed() {
             let idle = *self.idle_since.get_or_insert_with(Instant::now);
             let kept = Duration::from_secs(shared.settings.resume_seconds);
-            if idle.elapsed() >= kept && shared.forget(&self.query.key, self.generation) {
+            if idle.elapsed() >= kept && (self.forget)() {
                 ctx.stop();
             }
             return;
@@ -342,9 +346,7 @@ impl Actor for TailHub {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        if let Some(shared) = self.shared.upgrade() {
-            shared.forget(&self.query.key, self.generation);
-        }
+        (self.forget)();
         for m in self.members.values() {
             m.outbox.end(EndReason::Shutdown);
         }

@@ -1,10 +1,11 @@
 //! The tail's own metrics (CONTRACT.md §15), registered by this module in the process's
 //! registry.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntGauge, Registry};
 
 use super::event::EndReason;
 use crate::domain::LogType;
+use crate::metrics::{counter, counter_vec, gauge};
 
 #[derive(Clone)]
 pub struct TailMetrics {
@@ -20,40 +21,30 @@ pub struct TailMetrics {
 
 impl TailMetrics {
     pub fn register(registry: &Registry) -> Self {
-        let add = |c: Box<dyn prometheus::core::Collector>| {
-            registry.register(c).expect("unique metric");
-        };
-        let streams = IntGauge::new("logproxy_tail_streams", "Live tail streams open now")
-            .expect("valid metric");
-        add(Box::new(streams.clone()));
-        let polls = IntCounterVec::new(
-            Opts::new(
-                "logproxy_tail_polls_total",
-                "ClickHouse polls of followed apps, one per app and filter per interval",
-            ),
+        let polls = counter_vec(
+            registry,
+            "logproxy_tail_polls_total",
+            "ClickHouse polls of followed apps, one per app and filter per interval",
             &["log_type"],
-        )
-        .expect("valid metric");
-        add(Box::new(polls.clone()));
-        let entries_sent = IntCounter::new(
-            "logproxy_tail_entries_sent_total",
-            "Entries sent to tail streams (an entry sent to n streams counts n)",
-        )
-        .expect("valid metric");
-        add(Box::new(entries_sent.clone()));
-        let ended = IntCounterVec::new(
-            Opts::new(
-                "logproxy_tail_streams_ended_total",
-                "Tail streams ended, by reason",
-            ),
+        );
+        let ended = counter_vec(
+            registry,
+            "logproxy_tail_streams_ended_total",
+            "Tail streams ended, by reason",
             &["reason"],
-        )
-        .expect("valid metric");
-        add(Box::new(ended.clone()));
+        );
         Self {
-            streams,
+            streams: gauge(
+                registry,
+                "logproxy_tail_streams",
+                "Live tail streams open now",
+            ),
             polls: LogType::ALL.map(|t| polls.with_label_values(&[t.as_str()])),
-            entries_sent,
+            entries_sent: counter(
+                registry,
+                "logproxy_tail_entries_sent_total",
+                "Entries sent to tail streams (an entry sent to n streams counts n)",
+            ),
             ended: EndReason::ALL.map(|r| ended.with_label_values(&[r.as_str()])),
         }
     }

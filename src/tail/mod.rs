@@ -8,6 +8,7 @@ mod event;
 mod hub;
 mod metrics;
 mod sent;
+mod shared;
 mod stream;
 
 use std::collections::HashMap;
@@ -21,10 +22,10 @@ pub use event::{EndReason, EventId};
 pub use metrics::TailMetrics;
 pub use stream::Body;
 
-use hub::{Join, Leave, Member, Start, TailHub};
+use hub::{Forget, Join, Leave, Member, Start, TailHub};
+use shared::Shared;
 use stream::Outbox;
 
-use crate::config::TailSettings;
 use crate::domain::{LogQuery, QueryKey};
 use crate::state::SharedCore;
 
@@ -56,19 +57,17 @@ struct Open {
     outboxes: HashMap<u64, Arc<Outbox>>,
 }
 
-/// What the pollers share with the registry.
-pub struct Shared {
-    core: SharedCore,
-    settings: TailSettings,
-    metrics: TailMetrics,
-    queue_timeout: Duration,
+/// The pollers and the open streams. `Tails` owns it; a poller leaves it through the
+/// `Forget` it was started with, never by reaching into its map.
+#[derive(Default)]
+struct Registry {
     hubs: Mutex<HashMap<QueryKey, Entry>>,
     open: Mutex<Open>,
     next_id: AtomicU64,
     closed: AtomicBool,
 }
 
-impl Shared {
+impl Registry {
     fn hubs(&self) -> std::sync::MutexGuard<'_, HashMap<QueryKey, Entry>> {
         self.hubs.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -94,6 +93,7 @@ impl Shared {
 /// The process's live tail streams and their pollers.
 pub struct Tails {
     shared: Arc<Shared>,
+    registry: Arc<Registry>,
 }
 
 impl Tails {
@@ -105,11 +105,8 @@ impl Tails {
                 queue_timeout: Duration::from_millis(core.settings.clickhouse.queue_timeout_ms),
                 core,
                 metrics,
-                hubs: Mutex::default(),
-                open: Mutex::default(),
-                next_id: AtomicU64::new(0),
-                closed: AtomicBool::new(false),
             }),
+            registry: Arc::default(),
         }
     }
 
@@ -123,22 +120,22 @@ impl Tails {
         digest: Option<[u8; 32]>,
         resume: Option<EventId>,
     ) -> Result<Body, TailRefusal> {
-        let shared = &self.shared;
+        let (shared, registry) = (&self.shared, &self.registry);
         let settings = &shared.settings;
         let outbox = Outbox::new(settings.max_lag_events);
-        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = registry.next_id.fetch_add(1, Ordering::Relaxed);
         let body = Body::new(
             outbox.clone(),
             Duration::from_secs(settings.heartbeat_seconds),
             Duration::from_secs(settings.max_stream_seconds),
         );
-        if shared.closed.load(Ordering::Acquire) {
+        if registry.closed.load(Ordering::Acquire) {
             // Shutting down: a stream that ends at once.
             outbox.end(EndReason::Shutdown);
             return Ok(body);
         }
         {
-            let mut open = shared.open();
+            let mut open = registry.open();
             let tenant_open = tenant
                 .as_ref()
                 .map_or(0, |t| open.per_tenant.get(t).map_or(0, |n| *n));
@@ -172,14 +169,16 @@ impl Tails {
         };
         let (addr, followers) = self.hub_of(key);
         let hub = addr.clone();
-        let weak = Arc::downgrade(shared);
+        let weak = (Arc::downgrade(shared), Arc::downgrade(registry));
         outbox.on_close(Box::new(move |reason| {
             followers.fetch_sub(1, Ordering::AcqRel);
             addr.do_send(Leave { id });
-            let Some(shared) = weak.upgrade() else { return };
+            let (Some(shared), Some(registry)) = (weak.0.upgrade(), weak.1.upgrade()) else {
+                return;
+            };
             shared.metrics.streams.dec();
             shared.metrics.count_end(reason);
-            let mut open = shared.open();
+            let mut open = registry.open();
             open.total -= 1;
             open.outboxes.remove(&id);
             if let Some(t) = &tenant {
@@ -197,15 +196,22 @@ impl Tails {
 
     /// The poller of `key` (started here if there is none), counting one more follower.
     fn hub_of(&self, key: QueryKey) -> (Addr<TailHub>, Arc<AtomicUsize>) {
-        let shared = &self.shared;
-        let mut hubs = shared.hubs();
+        let mut hubs = self.registry.hubs();
         if !hubs.get(&key).is_some_and(|e| e.addr.connected()) {
-            let generation = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let generation = self.registry.next_id.fetch_add(1, Ordering::Relaxed);
             let query = LogQuery {
                 key: key.clone(),
                 limit: 0,
             };
-            let addr = TailHub::new(shared, generation, query).start();
+            let forget: Forget = {
+                let (registry, key) = (Arc::downgrade(&self.registry), key.clone());
+                Box::new(move || {
+                    registry
+                        .upgrade()
+                        .is_some_and(|r| r.forget(&key, generation))
+                })
+            };
+            let addr = TailHub::new(&self.shared, query, forget).start();
             let entry = Entry {
                 generation,
                 addr,
@@ -220,9 +226,9 @@ impl Tails {
 
     /// SIGTERM/SIGINT: every stream ends now (`event: end`, `shutdown`), and no new one opens.
     pub fn shutdown(&self) {
-        let shared = &self.shared;
-        shared.closed.store(true, Ordering::Release);
-        let outboxes: Vec<_> = shared.open().outboxes.values().cloned().collect();
+        let registry = &self.registry;
+        registry.closed.store(true, Ordering::Release);
+        let outboxes: Vec<_> = registry.open().outboxes.values().cloned().collect();
         for outbox in outboxes {
             outbox.end(EndReason::Shutdown);
         }
@@ -230,6 +236,6 @@ impl Tails {
 
     /// Streams open now.
     pub fn open_streams(&self) -> usize {
-        self.shared.open().total
+        self.registry.open().total
     }
 }
