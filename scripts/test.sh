@@ -20,8 +20,8 @@
 #      starting with `serial_`: timing against probes and stalls) one at a time
 #   6. scripts/schemathesis.sh: schemathesis against the live service and its /openapi.json
 #   7. scripts/openapi-client.sh: a Python client generated from the live /openapi.json calls the service
-#   8. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
-#      file system, without a container engine (README "Docker"); it says so when it skips
+#   8. scripts/image-check.sh: podman builds the Dockerfile and runs the image against the test
+#      ClickHouse, then deploy/compose.yaml (README "Docker"); it says so when it skips
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
