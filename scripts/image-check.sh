@@ -69,12 +69,15 @@ pick_port() {
     die "no free port in 28000-28999"
 }
 
+failure=""
+die() { failure="$*"; log "$*"; exit 1; }
 cleanup() {
     local status=$?
     podman rm -f -t 0 "$NAME" "$NAME-idle" >/dev/null 2>&1 || true
     if (( status != 0 )) && [[ -s "${work:-/nonexistent}/server.log" ]]; then
         log "the service's log (last lines):"
         tail -n 20 "$work/server.log" >&2
+        [[ -z "$failure" ]] || log "FAILED: $failure"
     fi
     sql "$CLICKHOUSE_URL" "DROP DATABASE IF EXISTS $DB" >/dev/null || log "could not drop $DB"
     [[ -z "${work:-}" ]] || rm -rf "$work"
