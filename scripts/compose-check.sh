@@ -64,6 +64,8 @@ PROMETHEUS_PORT="$(pick_port)" GRAFANA_PORT="$(pick_port)"
 
 compose() { podman-compose -p "$PROJECT" -f "$FILE" "$@"; }
 work="$(mktemp -d)"
+failure=""
+die() { failure="$*"; log "$*"; exit 1; }
 cleanup() {
     local status=$?
     if (( status != 0 )); then
@@ -71,6 +73,7 @@ cleanup() {
             log "$service's log (last lines):"
             podman logs --tail 15 "${PROJECT}_${service}_1" 2>&1 | sed 's/^/    /' >&2 || true
         done
+        [[ -z "$failure" ]] || log "FAILED: $failure"
     fi
     compose down -t 10 >"$work/down.log" 2>&1 || { cat "$work/down.log" >&2; log "compose down failed"; }
     podman volume rm -f "${PROJECT}_clickhouse" >/dev/null 2>&1 || true
@@ -115,7 +118,7 @@ prom() {
 deadline=$(( SECONDS + 60 ))
 until [[ "$(prom 'up{job="logproxy",instance="logproxy:9464"} == 1' || echo 0)" == 1 ]]; do
     (( SECONDS < deadline )) || {
-        curl -sS "$prometheus/api/v1/targets" | head -c 600 >&2 || true
+        log "Prometheus's targets: $(curl -sS "$prometheus/api/v1/targets" | head -c 600 || true)"
         die "Prometheus does not show logproxy:9464 up within 60 s"
     }
     sleep 1
