@@ -73,7 +73,7 @@ failure=""
 die() { failure="$*"; log "$*"; exit 1; }
 cleanup() {
     local status=$?
-    podman rm -f -t 0 "$NAME" "$NAME-idle" >/dev/null 2>&1 || true
+    podman rm --force --ignore -t 0 "$NAME" "$NAME-idle" >/dev/null 2>&1 || true
     if (( status != 0 )) && [[ -s "${work:-/nonexistent}/server.log" ]]; then
         log "the service's log (last lines):"
         tail -n 20 "$work/server.log" >&2
