@@ -17,7 +17,8 @@
 #                           clickhouse and prometheus from Debian's packages (deploy/compose.yaml)
 #
 # A pull asks for the name as given, so the machine's registries.conf (its short-name
-# aliases and search registries) decides where from; IMAGE_PULL=never skips the pull.
+# aliases and search registries) decides where from, and it is given 2 minutes;
+# IMAGE_PULL=never skips the pull.
 # Podman runs with deploy/images/containers.conf unless CONTAINERS_CONF says otherwise.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -105,7 +106,7 @@ make_from_debian() { # WHAT NAME
 ensure_image() {
     local name="$1"
     podman image exists "$name" && return 0
-    if [[ "${IMAGE_PULL:-}" != never ]] && podman pull --quiet "$name" >/dev/null 2>&1; then
+    if [[ "${IMAGE_PULL:-}" != never ]] && timeout 120 podman pull --quiet "$name" >/dev/null 2>&1; then
         log "$name: pulled"
         return 0
     fi

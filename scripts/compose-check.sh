@@ -29,7 +29,7 @@ podman image exists "$LOGPROXY_IMAGE" || die "no image $LOGPROXY_IMAGE (scripts/
 # default VAR: the image the compose file names unless VAR is set (${VAR:-default}).
 default() { sed -n "s/.*\${$1:-\([^}]*\)}.*/\1/p" "$FILE" | head -n 1; }
 # have IMAGE: in podman's storage, or pulled (as the machine's registries.conf resolves it).
-have() { podman image exists "$1" || podman pull --quiet "$1" >/dev/null 2>&1; }
+have() { podman image exists "$1" || timeout 120 podman pull --quiet "$1" >/dev/null 2>&1; }
 
 export CLICKHOUSE_IMAGE="${CLICKHOUSE_IMAGE:-$(default CLICKHOUSE_IMAGE)}"
 export PROMETHEUS_IMAGE="${PROMETHEUS_IMAGE:-$(default PROMETHEUS_IMAGE)}"
@@ -132,4 +132,4 @@ if [[ " ${services[*]} " == *" grafana "* ]]; then
         || die "Grafana has no logproxy dashboard"
     log "Grafana: the logproxy dashboard is provisioned"
 fi
-log "the compose file works"
+log "the compose file works ($SECONDS s)"

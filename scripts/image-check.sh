@@ -212,3 +212,4 @@ code="$(podman inspect --format '{{.State.ExitCode}}' "$NAME")"
 log "podman stop: exit code 0 after $stop_ms ms. The image works."
 
 [[ "${IMAGE_CHECK_COMPOSE:-1}" == 0 ]] || bash scripts/compose-check.sh "$IMAGE"
+log "done in $SECONDS s"
