@@ -86,6 +86,9 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 work="$(mktemp -d)"
+# quiet CMD...: CMD's stderr only when it fails (podman logs errors about the systemd timers
+# of healthchecks where there is no systemd, and goes on).
+quiet() { "$@" 2>"$work/podman.err" || { cat "$work/podman.err" >&2; return 1; }; }
 
 # ------------------------------------------------------------------- the build ---
 mapfile -t bases < <(awk 'toupper($1) == "FROM" { for (i = 2; i <= NF; i++) if ($i !~ /^--/) { print $i; break } }' Dockerfile \
@@ -129,7 +132,7 @@ for var in LOGPROXY__SERVER__BIND LOGPROXY__SERVER__ADMIN_BIND; do
 done
 user="$(podman image inspect --format '{{.Config.User}}' "$IMAGE")"
 [[ -n "$user" ]] || die "the image has no USER: it runs as root"
-uid="$(podman run --rm --network=none --entrypoint id "$IMAGE" -u)"
+uid="$(quiet podman run --rm --network=none --entrypoint id "$IMAGE" -u)"
 (( uid != 0 )) || die "USER $user is uid 0"
 hc="$(inspect .HealthCheck)"
 [[ "$hc" != null ]] || die "the image has no HEALTHCHECK"
@@ -147,9 +150,6 @@ run_env=(
     -e "LOGPROXY__SERVER__ADMIN_BIND=${binds[1]}:$ADMIN_PORT"
 )
 run() { podman run --network=host "${run_env[@]}" "$@"; }
-# quiet CMD...: CMD's stderr only when it fails (podman logs errors about the systemd timers
-# of healthchecks where there is no systemd, and goes on).
-quiet() { "$@" 2>"$work/podman.err" || { cat "$work/podman.err" >&2; return 1; }; }
 
 quiet run -d --name "$NAME-idle" --entrypoint sleep "$IMAGE" 60 >/dev/null
 status=0
