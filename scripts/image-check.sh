@@ -91,6 +91,7 @@ work="$(mktemp -d)"
 quiet() { "$@" 2>"$work/podman.err" || { cat "$work/podman.err" >&2; return 1; }; }
 
 # ------------------------------------------------------------------- the build ---
+# The images the FROM lines name (flags skipped), but for earlier stages of the Dockerfile.
 mapfile -t bases < <(awk 'toupper($1) == "FROM" { for (i = 2; i <= NF; i++) if ($i !~ /^--/) { print $i; break } }' Dockerfile \
     | grep -v -x -F -f <(awk 'toupper($1) == "FROM" && toupper($(NF-1)) == "AS" { print $NF }' Dockerfile) || true)
 bash scripts/base-images.sh "${bases[@]}"
