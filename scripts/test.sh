@@ -23,8 +23,8 @@
 #   8. scripts/docs-browser.sh: the page at /docs in headless chromium
 #   9. scripts/readme-check.sh: the commands README.md and docs/ show, against the demo
 #      (debug build), scripts/cluster.sh and scripts/fleet.sh started as the pages say
-#  10. scripts/image-check.sh: podman builds the Dockerfile and runs the image against the test
-#      ClickHouse, then deploy/compose.yaml (docs/image.md); it says so when it skips
+#  10. scripts/image-check.sh: the Dockerfile's runtime stage in a debootstrapped Debian root
+#      file system, without a container engine (docs/image.md); it says so when it skips
 #
 # Runs as root or with sudo, without a terminal (CI=true); needs rustup's cargo.
 set -euo pipefail
